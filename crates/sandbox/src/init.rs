@@ -1,0 +1,161 @@
+//! The sandbox init: pid 1 of the job's pid namespace.
+//!
+//! It is the runner's own binary, re-executed (argv[0] = [`INIT_ARGV0`]) right
+//! after clone, so it starts single-threaded with a clean heap. It builds the
+//! file system (see [`crate::rootfs`]), then runs the commands the runner
+//! sends, one at a time, reaping every orphan the job leaves behind. When the
+//! runner closes the control socket or dies, the init exits and the kernel
+//! kills everything left in the namespace.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use rustix::io::Errno;
+use rustix::process::{Pid, WaitOptions};
+
+use crate::config::CommandSpec;
+use crate::proto::{self, FromInit, ToInit, MAX_MESSAGE};
+use crate::rootfs;
+use crate::spawn::CONTROL_FD;
+
+/// argv[0] under which the runner's binary acts as the sandbox init.
+pub const INIT_ARGV0: &str = "airlock-sandbox-init";
+
+/// If this process was started as the sandbox init, runs it and exits;
+/// otherwise returns at once. Every binary that creates sandboxes (the
+/// `airlock` binary, test harnesses) calls this first thing in `main`.
+pub fn run_if_init() {
+    let mut args = std::env::args_os();
+    if args.next().is_some_and(|a| a == INIT_ARGV0) && args.next().is_none() {
+        std::process::exit(run());
+    }
+}
+
+fn run() -> i32 {
+    // Own session: no terminal signals from the runner's terminal reach the
+    // job, and nothing can TIOCSTI into it.
+    let _ = rustix::process::setsid();
+    close_inherited_fds();
+    // SAFETY: the runner placed the control socket at fd 3 just before exec
+    // (spawn::child_after_clone) and nothing else owns that fd.
+    let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+
+    match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
+        Ok(Some((ToInit::Setup(config), _))) => {
+            if let Err(e) = rootfs::setup(&config) {
+                let _ = proto::send(
+                    control.as_fd(),
+                    &FromInit::SetupFailed {
+                        stage: e.stage,
+                        error: e.error,
+                    },
+                    &[],
+                );
+                return 1;
+            }
+        }
+        _ => return 2,
+    }
+    if proto::send(control.as_fd(), &FromInit::Ready, &[]).is_err() {
+        return 3;
+    }
+
+    loop {
+        reap_orphans();
+        let (command, output) = match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
+            Ok(Some((ToInit::Run(command), Some(fd)))) => (command, fd),
+            // EOF, an error or a malformed request: the runner is done.
+            _ => return 0,
+        };
+        let reply = run_command(&command, output);
+        if proto::send(control.as_fd(), &reply, &[]).is_err() {
+            return 4;
+        }
+    }
+}
+
+/// Runs one command with `output` as its stdout and stderr; waits for it.
+fn run_command(spec: &CommandSpec, output: OwnedFd) -> FromInit {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return FromInit::SpawnFailed {
+            error: "empty command".into(),
+        };
+    };
+    let stderr = match output.try_clone() {
+        Ok(fd) => fd,
+        Err(e) => {
+            return FromInit::SpawnFailed {
+                error: format!("dup output: {e}"),
+            }
+        }
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(output))
+        .stderr(Stdio::from(stderr));
+    // SAFETY: the closure runs between fork and exec in a child of this
+    // single-threaded process and only makes the setsid system call.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            Ok(())
+        });
+    }
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return FromInit::SpawnFailed {
+                error: format!("{program}: {e}"),
+            }
+        }
+    };
+    // Drop the parent's copies of the output pipe so that the runner sees
+    // EOF when the last writer in the job closes it.
+    drop(command);
+    let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else {
+        return FromInit::SpawnFailed {
+            error: "impossible child pid".into(),
+        };
+    };
+    loop {
+        // Wait for any child: orphans re-parented to us are reaped on the way.
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((p, status))) if p == pid => {
+                return match (status.exit_status(), status.terminating_signal()) {
+                    (Some(code), _) => FromInit::Exited { code },
+                    (None, Some(signal)) => FromInit::Signaled { signal },
+                    _ => FromInit::Exited { code: 255 },
+                };
+            }
+            Ok(_) | Err(Errno::INTR) => continue,
+            Err(e) => {
+                return FromInit::SpawnFailed {
+                    error: format!("wait: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Reaps exited orphans without blocking.
+fn reap_orphans() {
+    while let Ok(Some(_)) = rustix::process::wait(WaitOptions::NOHANG) {}
+}
+
+/// Closes every fd above the control socket: the runner's binary may have
+/// inherited fds without CLOEXEC from whoever started the runner.
+fn close_inherited_fds() {
+    let first = u32::try_from(CONTROL_FD + 1).unwrap_or(4);
+    // SAFETY: close_range only closes descriptors; none above fd 3 is owned
+    // by any Rust object at this point of the init.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32);
+    }
+}

@@ -1,0 +1,27 @@
+//! Kernel isolation for one job: namespaces, the job's root file system, the
+//! sandbox init, command execution and teardown. Every kernel call of Airlock
+//! lives in this crate.
+//!
+//! A [`Sandbox`] is a process tree in fresh user, pid, mount, UTS, IPC,
+//! network and cgroup namespaces. Its pid 1 is the Airlock binary re-executed
+//! as the sandbox init ([`run_if_init`] must be the first call in `main` of
+//! any binary that creates sandboxes). The runner sends it commands over a
+//! control socket; each command's output comes back through a pipe.
+#![deny(missing_docs)]
+
+pub mod artifacts;
+mod config;
+mod error;
+mod init;
+mod netns;
+mod proto;
+mod rootfs;
+mod spawn;
+mod teardown;
+
+pub use config::{CommandSpec, SandboxConfig};
+pub use error::SandboxError;
+pub use init::{run_if_init, INIT_ARGV0};
+pub use proto::MAX_MESSAGE;
+pub use spawn::{CommandOutcome, IdMode, Output, Sandbox, IDLE_TICK, NOBODY};
+pub use teardown::TeardownReport;

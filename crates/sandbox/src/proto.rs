@@ -1,0 +1,123 @@
+//! The control protocol between the runner and the sandbox init.
+//!
+//! One `SOCK_SEQPACKET` socket pair; each message is one JSON datagram, and a
+//! `Run` request carries the step's output pipe as `SCM_RIGHTS`. The init runs
+//! as the job's own user, so everything it says is untrusted: the runner
+//! bounds message sizes, parses strictly, and never acts on a message beyond
+//! reporting it.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{CommandSpec, SandboxConfig};
+
+/// Largest datagram either side sends; a step script must fit in it.
+pub const MAX_MESSAGE: usize = 128 * 1024;
+
+/// Runner -> init.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ToInit {
+    /// Build the file system and report `Ready`.
+    Setup(SandboxConfig),
+    /// Run a command with the attached fd as its stdout and stderr.
+    Run(CommandSpec),
+}
+
+/// Init -> runner.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum FromInit {
+    /// The sandbox is built; commands may run.
+    Ready,
+    /// Setup failed at `stage`.
+    SetupFailed { stage: String, error: String },
+    /// The command could not be started.
+    SpawnFailed { error: String },
+    /// The command exited with this code.
+    Exited { code: i32 },
+    /// The command was killed by this signal.
+    Signaled { signal: i32 },
+}
+
+/// Sends one message, with `fds` attached.
+pub(crate) fn send(
+    sock: BorrowedFd<'_>,
+    msg: &impl Serialize,
+    fds: &[BorrowedFd<'_>],
+) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    if bytes.len() > MAX_MESSAGE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "control message of {} bytes exceeds the {} byte limit",
+                bytes.len(),
+                MAX_MESSAGE
+            ),
+        ));
+    }
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(std::io::Error::other("too many fds for one control message"));
+    }
+    loop {
+        match sendmsg(sock, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one message; `None` when the peer has closed the socket.
+pub(crate) fn recv<T: DeserializeOwned>(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> std::io::Result<Option<(T, Option<OwnedFd>)>> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = loop {
+        match recvmsg(
+            sock,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(got) => break got,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut fd = None;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = msg {
+            for f in fds {
+                // Keep the first; any extra fd is closed as it drops.
+                if fd.is_none() {
+                    fd = Some(f);
+                }
+            }
+        }
+    }
+    if got.bytes == 0 {
+        return Ok(None);
+    }
+    if got.flags.contains(ReturnFlags::TRUNC) || got.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "truncated control message",
+        ));
+    }
+    let bytes = buf.get(..got.bytes).unwrap_or_default();
+    let msg = serde_json::from_slice(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(Some((msg, fd)))
+}

@@ -1,0 +1,511 @@
+//! Creating a sandbox: clone into fresh namespaces, map the ids, re-exec the
+//! init, and drive it over the control socket.
+//!
+//! The runner is multi-threaded, so between `clone` and `execve` the child
+//! does only raw system calls on memory prepared before the clone (no
+//! allocation, no locks): wait for the id maps, become root of its user
+//! namespace, arm the parent-death signal, move the control socket to fd 3
+//! and exec `/proc/self/exe` as the sandbox init. Everything else (mounts,
+//! pivot_root) happens in the init, a fresh single-threaded process.
+
+use std::ffi::CStr;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitOptions};
+
+use crate::config::{CommandSpec, SandboxConfig};
+use crate::error::SandboxError;
+use crate::init::INIT_ARGV0;
+use crate::proto::{self, FromInit, ToInit, MAX_MESSAGE};
+use crate::teardown::{self, Namespaces, TeardownReport};
+
+/// How long the runner waits for output before telling the sink it is idle
+/// (so that a partial line can be flushed and live output does not stall).
+pub const IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// The host identity a sandbox's root maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdMode {
+    /// Run as host root: the job's root maps to an unprivileged host id, and
+    /// supplementary groups are dropped.
+    Privileged {
+        /// Host uid of the job's root.
+        uid: u32,
+        /// Host gid of the job's root.
+        gid: u32,
+    },
+    /// Run as an unprivileged user: the job's root maps to that user.
+    Rootless {
+        /// The invoking user's uid.
+        uid: u32,
+        /// The invoking user's gid.
+        gid: u32,
+    },
+}
+
+impl IdMode {
+    /// The mode for the current process: privileged as root, else rootless.
+    pub fn current() -> IdMode {
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
+        if uid == 0 {
+            IdMode::Privileged {
+                uid: NOBODY,
+                gid: NOBODY,
+            }
+        } else {
+            IdMode::Rootless { uid, gid }
+        }
+    }
+}
+
+/// Host id of `nobody`, the default identity of a job's root under a
+/// privileged runner.
+pub const NOBODY: u32 = 65534;
+
+/// A part of the output stream of a running command.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// Bytes the command wrote to stdout or stderr (merged, in order).
+    Data(&'a [u8]),
+    /// Nothing arrived for [`IDLE_TICK`].
+    Idle,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// Exited with this status.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+    /// The deadline passed; the whole sandbox was killed.
+    TimedOut,
+    /// The command could not be started.
+    SpawnFailed(String),
+}
+
+/// A live sandbox: an init process in fresh namespaces, waiting for commands.
+///
+/// Dropping it kills every process in it.
+#[derive(Debug)]
+pub struct Sandbox {
+    pid: Pid,
+    pidfd: OwnedFd,
+    control: OwnedFd,
+    namespaces: Namespaces,
+    reaped: bool,
+    buf: Vec<u8>,
+}
+
+/// Namespaces every sandbox gets.
+const CLONE_FLAGS: i32 = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWCGROUP;
+
+impl Sandbox {
+    /// Creates a sandbox with the identity of the current process.
+    pub fn create(config: &SandboxConfig) -> Result<Sandbox, SandboxError> {
+        Sandbox::create_as(config, IdMode::current())
+    }
+
+    /// Creates a sandbox whose root maps to `ids` on the host.
+    pub fn create_as(config: &SandboxConfig, ids: IdMode) -> Result<Sandbox, SandboxError> {
+        let (control, control_child) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| SandboxError::io("create the control socket", e))?;
+        let (sync_r, sync_w) = pipe_with(PipeFlags::CLOEXEC)
+            .map_err(|e| SandboxError::io("create the sync pipe", e))?;
+
+        let plan = ChildPlan {
+            sync: sync_r.as_raw_fd(),
+            control: control_child.as_raw_fd(),
+            drop_groups: matches!(ids, IdMode::Privileged { .. }),
+            exe: c"/proc/self/exe",
+            argv: [INIT_ARGV0_C.as_ptr(), std::ptr::null()],
+            envp: [std::ptr::null()],
+        };
+
+        // SAFETY: a raw clone with a NULL stack behaves like fork: the child
+        // gets a copy of this thread's stack and continues here. The child
+        // runs only `child_after_clone`, which makes raw system calls on
+        // memory prepared above and never returns. Flags are valid
+        // namespace flags; SIGCHLD makes it an ordinary waitable child.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::c_long::from(CLONE_FLAGS | libc::SIGCHLD),
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if ret == 0 {
+            child_after_clone(&plan);
+        }
+        if ret < 0 {
+            let errno = Errno::from_io_error(&std::io::Error::last_os_error())
+                .unwrap_or(Errno::INVAL);
+            return Err(SandboxError::Clone(errno.into()));
+        }
+        drop(sync_r);
+        drop(control_child);
+        let raw_pid = i32::try_from(ret).map_err(|_| SandboxError::Protocol("clone returned an impossible pid".into()))?;
+        let pid = Pid::from_raw(raw_pid)
+            .ok_or_else(|| SandboxError::Protocol("clone returned pid 0".into()))?;
+        // The child is ours and unreaped, so its pid cannot be reused; the
+        // pidfd lets every later signal name exactly this process.
+        let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                kill_and_reap_pid(pid);
+                return Err(SandboxError::io("open a pidfd for the sandbox init", e));
+            }
+        };
+        let mut sandbox = Sandbox {
+            pid,
+            pidfd,
+            control,
+            namespaces: Namespaces::default(),
+            reaped: false,
+            buf: vec![0; MAX_MESSAGE + 1],
+        };
+        // From here on, dropping `sandbox` on an error kills and reaps it.
+        write_id_maps(pid, ids)?;
+        rustix::io::write(&sync_w, b"g").map_err(|e| SandboxError::io("release the sandbox init", e))?;
+        drop(sync_w);
+        sandbox.namespaces = Namespaces::open(pid)?;
+
+        sandbox.send(&ToInit::Setup(config.clone()), None)?;
+        match sandbox.recv()? {
+            Some((FromInit::Ready, _)) => Ok(sandbox),
+            Some((FromInit::SetupFailed { stage, error }, _)) => {
+                Err(SandboxError::Setup { stage, error })
+            }
+            Some((other, _)) => Err(SandboxError::Protocol(format!(
+                "expected Ready from the sandbox init, got {other:?}"
+            ))),
+            None => Err(SandboxError::InitDied(sandbox.exit_description())),
+        }
+    }
+
+    /// The init's pid in the host's pid namespace.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw_nonzero().get()
+    }
+
+    /// The sandbox's root directory as the host sees it (`/proc/PID/root`).
+    /// Open paths under it only with `RESOLVE_IN_ROOT` (see
+    /// [`crate::artifacts`]): the tree belongs to the job.
+    pub fn root(&self) -> std::path::PathBuf {
+        Path::new("/proc").join(self.pid().to_string()).join("root")
+    }
+
+    /// Runs `command` to completion, streaming its output to `on_output`.
+    ///
+    /// If `deadline` passes first, the whole sandbox is killed (every process
+    /// in it, however it was started) and the outcome is `TimedOut`.
+    pub fn run(
+        &mut self,
+        command: &CommandSpec,
+        deadline: Instant,
+        on_output: &mut dyn FnMut(Output<'_>),
+    ) -> Result<CommandOutcome, SandboxError> {
+        let (out_r, out_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+            .map_err(|e| SandboxError::io("create the output pipe", e))?;
+        // O_NONBLOCK was set on both ends; the job's write end must block.
+        rustix::fs::fcntl_setfl(&out_w, rustix::fs::OFlags::empty())
+            .map_err(|e| SandboxError::io("set the output pipe blocking", e))?;
+        self.send(&ToInit::Run(command.clone()), Some(out_w.as_fd()))?;
+        drop(out_w);
+
+        let mut out_open = true;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                self.kill();
+                drain(&out_r, &mut chunk, on_output);
+                return Ok(CommandOutcome::TimedOut);
+            }
+            let wait = (deadline - now).min(IDLE_TICK);
+            let (out_ready, control_ready) = {
+                let mut fds = Vec::with_capacity(2);
+                fds.push(PollFd::new(&self.control, PollFlags::IN));
+                if out_open {
+                    fds.push(PollFd::new(&out_r, PollFlags::IN));
+                }
+                let timeout = Timespec::try_from(wait).unwrap_or(Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000_000,
+                });
+                match poll(&mut fds, Some(&timeout)) {
+                    Ok(_) | Err(Errno::INTR) => {}
+                    Err(e) => return Err(SandboxError::io("poll the sandbox", e)),
+                }
+                let ready = |f: &PollFd<'_>| !f.revents().is_empty();
+                (fds.get(1).is_some_and(ready), fds.first().is_some_and(ready))
+            };
+            if !out_ready && !control_ready {
+                on_output(Output::Idle);
+                continue;
+            }
+            if out_ready && !read_available(&out_r, &mut chunk, on_output)? {
+                out_open = false;
+            }
+            if control_ready {
+                let msg = self.recv()?;
+                // The command has ended; what it wrote is already in the
+                // pipe. Take it, then stop listening: a background process
+                // that kept the pipe open writes into the void from now on.
+                drain(&out_r, &mut chunk, on_output);
+                return match msg {
+                    Some((FromInit::Exited { code }, _)) => Ok(CommandOutcome::Exited(code)),
+                    Some((FromInit::Signaled { signal }, _)) => {
+                        Ok(CommandOutcome::Signaled(signal))
+                    }
+                    Some((FromInit::SpawnFailed { error }, _)) => {
+                        Ok(CommandOutcome::SpawnFailed(error))
+                    }
+                    Some((other, _)) => Err(SandboxError::Protocol(format!(
+                        "unexpected message from the sandbox init: {other:?}"
+                    ))),
+                    None => Err(SandboxError::InitDied(self.exit_description())),
+                };
+            }
+        }
+    }
+
+    /// Kills every process in the sandbox (SIGKILL to its init: the kernel
+    /// then kills the whole pid namespace).
+    pub fn kill(&self) {
+        if !self.reaped {
+            // ESRCH only means it is already dead.
+            let _ = pidfd_send_signal(&self.pidfd, Signal::KILL);
+        }
+    }
+
+    /// Kills everything in the sandbox, waits until the kernel has torn the
+    /// pid namespace down, and checks the host's process table for anything
+    /// of the job that survived.
+    pub fn destroy(mut self) -> Result<TeardownReport, SandboxError> {
+        self.kill();
+        self.reap()?;
+        let report = teardown::scan(&self.namespaces)?;
+        Ok(report)
+    }
+
+    fn reap(&mut self) -> Result<(), SandboxError> {
+        if self.reaped {
+            return Ok(());
+        }
+        loop {
+            match rustix::process::waitpid(Some(self.pid), WaitOptions::empty()) {
+                Ok(_) => break,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(SandboxError::io("reap the sandbox init", e)),
+            }
+        }
+        self.reaped = true;
+        Ok(())
+    }
+
+    fn exit_description(&mut self) -> String {
+        // The init closed its end: it is dying or dead. Kill it for sure and
+        // say how it ended.
+        self.kill();
+        if self.reaped {
+            return "it had already been reaped".into();
+        }
+        loop {
+            match rustix::process::waitpid(Some(self.pid), WaitOptions::empty()) {
+                Ok(Some((_, status))) => {
+                    self.reaped = true;
+                    return match (status.exit_status(), status.terminating_signal()) {
+                        (Some(code), _) => format!("it exited with status {code}"),
+                        (None, Some(sig)) => format!("it was killed by signal {sig}"),
+                        _ => "it ended".into(),
+                    };
+                }
+                Ok(None) => return "it ended".into(),
+                Err(Errno::INTR) => continue,
+                Err(e) => return format!("it could not be reaped: {e}"),
+            }
+        }
+    }
+
+    fn send(&self, msg: &ToInit, fd: Option<BorrowedFd<'_>>) -> Result<(), SandboxError> {
+        let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
+        proto::send(self.control.as_fd(), msg, &fds)
+            .map_err(|e| SandboxError::Control(e.to_string()))
+    }
+
+    fn recv(&mut self) -> Result<Option<(FromInit, Option<OwnedFd>)>, SandboxError> {
+        proto::recv(self.control.as_fd(), &mut self.buf)
+            .map_err(|e| SandboxError::Control(e.to_string()))
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = self.reap();
+    }
+}
+
+/// Reads what is available now; `false` at end of file.
+fn read_available(
+    fd: &OwnedFd,
+    chunk: &mut [u8],
+    on_output: &mut dyn FnMut(Output<'_>),
+) -> Result<bool, SandboxError> {
+    loop {
+        match rustix::io::read(fd, &mut *chunk) {
+            Ok(0) => return Ok(false),
+            Ok(n) => on_output(Output::Data(chunk.get(..n).unwrap_or_default())),
+            Err(Errno::AGAIN) => return Ok(true),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(SandboxError::io("read the command's output", e)),
+        }
+    }
+}
+
+/// Takes whatever is buffered in the pipe, ignoring errors (best effort at
+/// the end of a command).
+fn drain(fd: &OwnedFd, chunk: &mut [u8], on_output: &mut dyn FnMut(Output<'_>)) {
+    let _ = read_available(fd, chunk, on_output);
+}
+
+fn write_id_maps(pid: Pid, ids: IdMode) -> Result<(), SandboxError> {
+    let proc_dir = Path::new("/proc").join(pid.as_raw_nonzero().get().to_string());
+    let write = |name: &str, content: &str| -> Result<(), SandboxError> {
+        let path = proc_dir.join(name);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| SandboxError::IdMap { path: path.clone(), source: e })?;
+        // Each map must be written in a single write(2).
+        f.write_all(content.as_bytes())
+            .map_err(|e| SandboxError::IdMap { path: path.clone(), source: e })
+    };
+    match ids {
+        IdMode::Privileged { uid, gid } => {
+            write("uid_map", &format!("0 {uid} 1\n"))?;
+            write("gid_map", &format!("0 {gid} 1\n"))?;
+        }
+        IdMode::Rootless { uid, gid } => {
+            write("setgroups", "deny")?;
+            write("uid_map", &format!("0 {uid} 1\n"))?;
+            write("gid_map", &format!("0 {gid} 1\n"))?;
+        }
+    }
+    Ok(())
+}
+
+fn kill_and_reap_pid(pid: Pid) {
+    let _ = rustix::process::kill_process(pid, Signal::KILL);
+    let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+}
+
+const INIT_ARGV0_C: &CStr = c"airlock-sandbox-init";
+const _: () = {
+    // INIT_ARGV0 and its C twin must agree.
+    let a = INIT_ARGV0.as_bytes();
+    let b = INIT_ARGV0_C.to_bytes();
+    assert!(a.len() == b.len());
+    let mut i = 0;
+    while i < a.len() {
+        assert!(a[i] == b[i]);
+        i += 1;
+    }
+};
+
+/// Everything the child needs between clone and exec, prepared beforehand.
+struct ChildPlan {
+    sync: RawFd,
+    control: RawFd,
+    drop_groups: bool,
+    exe: &'static CStr,
+    argv: [*const libc::c_char; 2],
+    envp: [*const libc::c_char; 1],
+}
+
+/// The fd number at which the init finds its control socket.
+pub(crate) const CONTROL_FD: RawFd = 3;
+
+/// Runs in the cloned child. Only async-signal-safe raw system calls: the
+/// parent is multi-threaded and any lock may be held by a thread that does
+/// not exist here.
+fn child_after_clone(plan: &ChildPlan) -> ! {
+    // SAFETY: the fds were open in the parent at clone time and stay open in
+    // this child's copy of the fd table until exec.
+    let sync = unsafe { BorrowedFd::borrow_raw(plan.sync) };
+    let mut byte = [0u8; 1];
+    loop {
+        match rustix::io::read(sync, &mut byte) {
+            Ok(1) => break,
+            Err(Errno::INTR) => continue,
+            // The runner died or gave up before mapping our ids.
+            _ => child_exit(10),
+        }
+    }
+    let root_gid = rustix::process::Gid::ROOT;
+    let root_uid = rustix::process::Uid::ROOT;
+    if rustix::thread::set_thread_res_gid(root_gid, root_gid, root_gid).is_err() {
+        child_exit(11);
+    }
+    if plan.drop_groups && rustix::thread::set_thread_groups(&[]).is_err() {
+        child_exit(12);
+    }
+    if rustix::thread::set_thread_res_uid(root_uid, root_uid, root_uid).is_err() {
+        child_exit(13);
+    }
+    // Armed after the uid change, which would clear it. If the runner dies
+    // the whole sandbox dies with it.
+    if rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
+        child_exit(14);
+    }
+    if plan.control == CONTROL_FD {
+        // SAFETY: fd 3 is the open control socket (checked just above).
+        let fd = unsafe { BorrowedFd::borrow_raw(CONTROL_FD) };
+        if rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).is_err() {
+            child_exit(15);
+        }
+    } else {
+        // SAFETY: dup2 on two valid fd numbers; it clears CLOEXEC on fd 3,
+        // which is what passes the socket through exec.
+        if unsafe { libc::dup2(plan.control, CONTROL_FD) } < 0 {
+            child_exit(15);
+        }
+    }
+    // SAFETY: exe, argv and envp are NUL-terminated C strings and
+    // NULL-terminated pointer arrays built before the clone; execve only
+    // returns on failure.
+    unsafe {
+        libc::execve(plan.exe.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+    }
+    child_exit(16)
+}
+
+fn child_exit(code: i32) -> ! {
+    // SAFETY: _exit ends the process without running atexit handlers or
+    // touching the parent's (copied) heap state; always safe.
+    unsafe { libc::_exit(code) }
+}

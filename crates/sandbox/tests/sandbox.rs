@@ -1,0 +1,297 @@
+//! Real sandboxes, created as the test runs (root or unprivileged user
+//! namespaces required). `harness = false`: the test binary doubles as the
+//! sandbox init, so `main` must call `sandbox::run_if_init` first.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use sandbox::{CommandOutcome, CommandSpec, Output, Sandbox, SandboxConfig};
+
+fn main() {
+    sandbox::run_if_init();
+    let args = Arguments::from_args();
+    let tests = vec![
+        Trial::test("runs_a_command_and_streams_its_output", runs_a_command),
+        Trial::test("propagates_exit_codes_and_signals", exit_codes),
+        Trial::test("steps_share_the_workspace", shared_workspace),
+        Trial::test("source_usr_and_root_are_read_only", read_only_layout),
+        Trial::test("host_processes_and_interfaces_are_invisible", invisible_host),
+        Trial::test("etc_is_generated_not_the_hosts", generated_etc),
+        Trial::test("deadline_kills_the_whole_tree", deadline_kills_tree),
+        Trial::test("daemonised_process_does_not_outlive_the_job", daemon_dies),
+        Trial::test("missing_program_is_reported", missing_program),
+        Trial::test("artifacts_copy_files_and_directories", artifacts_copy),
+        Trial::test("artifact_symlinks_cannot_reach_the_host", artifact_symlink_escape),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
+
+struct Job {
+    sandbox: Sandbox,
+    _source: tempfile::TempDir,
+}
+
+fn job() -> Result<Job, Failed> {
+    let source = tempfile::tempdir()?;
+    std::fs::write(source.path().join("hello.txt"), "hi from src\n")?;
+    let config = SandboxConfig {
+        hostname: "airlock-test".into(),
+        source: source.path().canonicalize()?,
+        workdir: "/workspace".into(),
+        workspace_size: 64 << 20,
+        tmp_size: 64 << 20,
+    };
+    let sandbox = Sandbox::create(&config)?;
+    Ok(Job {
+        sandbox,
+        _source: source,
+    })
+}
+
+fn sh(script: &str) -> CommandSpec {
+    CommandSpec {
+        argv: vec!["/bin/sh".into(), "-e".into(), "-c".into(), script.into()],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: "/workspace".into(),
+    }
+}
+
+/// Runs `script` and returns (outcome, output).
+fn run(job: &mut Job, script: &str, limit: Duration) -> Result<(CommandOutcome, String), Failed> {
+    let mut out = Vec::new();
+    let outcome = job
+        .sandbox
+        .run(&sh(script), Instant::now() + limit, &mut |o| {
+            if let Output::Data(d) = o {
+                out.extend_from_slice(d);
+            }
+        })?;
+    Ok((outcome, String::from_utf8_lossy(&out).into_owned()))
+}
+
+fn check(cond: bool, what: impl std::fmt::Display) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what.to_string().into())
+    }
+}
+
+const T: Duration = Duration::from_secs(20);
+
+fn runs_a_command() -> Result<(), Failed> {
+    let mut job = job()?;
+    let (outcome, out) = run(&mut job, "echo hello; echo oops >&2; cat /src/hello.txt", T)?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+    check(out == "hello\noops\nhi from src\n", format!("output {out:?}"))?;
+    let report = job.sandbox.destroy()?;
+    check(report.is_clean(), format!("{report:?}"))
+}
+
+fn exit_codes() -> Result<(), Failed> {
+    let mut job = job()?;
+    let (outcome, _) = run(&mut job, "exit 7", T)?;
+    check(outcome == CommandOutcome::Exited(7), format!("{outcome:?}"))?;
+    // -e: the first failing command ends the script.
+    let (outcome, out) = run(&mut job, "false; echo not reached", T)?;
+    check(outcome == CommandOutcome::Exited(1), format!("{outcome:?}"))?;
+    check(out.is_empty(), format!("output {out:?}"))?;
+    let (outcome, _) = run(&mut job, "kill -TERM $$", T)?;
+    check(outcome == CommandOutcome::Signaled(15), format!("{outcome:?}"))
+}
+
+fn shared_workspace() -> Result<(), Failed> {
+    let mut job = job()?;
+    run(&mut job, "echo kept > /workspace/state", T)?;
+    let (outcome, out) = run(&mut job, "cat /workspace/state", T)?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+    check(out == "kept\n", format!("output {out:?}"))
+}
+
+fn read_only_layout() -> Result<(), Failed> {
+    let mut job = job()?;
+    for path in ["/src/new", "/usr/new", "/etc/new", "/new", "/bin/new"] {
+        let (outcome, out) = run(&mut job, &format!("touch {path}"), T)?;
+        check(outcome != CommandOutcome::Exited(0), format!("touch {path} succeeded"))?;
+        check(
+            out.contains("Read-only file system"),
+            format!("touch {path}: {out:?}"),
+        )?;
+    }
+    let (outcome, out) = run(&mut job, "touch /workspace/a /tmp/b && id -u && hostname", T)?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?} {out}"))?;
+    check(out == "0\nairlock-test\n", format!("output {out:?}"))?;
+    let (_, mounts) = run(&mut job, "cat /proc/self/mounts", T)?;
+    for line in mounts.lines() {
+        let opts = line.split(' ').nth(3).unwrap_or_default();
+        let dev_node = line.split(' ').nth(1).is_some_and(|m| {
+            ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
+                .contains(&m)
+        });
+        check(opts.contains("nosuid"), format!("mount without nosuid: {line}"))?;
+        check(
+            dev_node || opts.contains("nodev") || line.starts_with("devpts"),
+            format!("mount without nodev: {line}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn invisible_host() -> Result<(), Failed> {
+    let mut job = job()?;
+    let (_, out) = run(&mut job, "ls /proc | grep -c '^[0-9]'", T)?;
+    let n: u32 = out.trim().parse()?;
+    // init, sh, ls, grep.
+    check(n <= 4, format!("{n} processes visible"))?;
+    let (_, ifaces) = run(&mut job, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '", T)?;
+    check(ifaces == "lo\n", format!("interfaces {ifaces:?}"))?;
+    let (outcome, _) = run(&mut job, "test -e /oldroot || test -e /newroot", T)?;
+    check(outcome == CommandOutcome::Exited(1), "the old root is reachable")
+}
+
+fn generated_etc() -> Result<(), Failed> {
+    let mut job = job()?;
+    let (outcome, out) = run(&mut job, "ls /etc", T)?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+    check(!out.contains("shadow"), "host /etc/shadow visible")?;
+    check(out.contains("passwd"), format!("no passwd in {out}"))?;
+    let (outcome, out) = run(&mut job, "cc --version | head -1", T)?;
+    check(outcome == CommandOutcome::Exited(0), format!("cc via alternatives: {out}"))
+}
+
+fn deadline_kills_tree() -> Result<(), Failed> {
+    let mut job = job()?;
+    let marker = "876543.21";
+    let start = Instant::now();
+    let (outcome, _) = run(
+        &mut job,
+        &format!("sleep {marker} & (sleep {marker} &) ; sleep {marker}"),
+        Duration::from_millis(500),
+    )?;
+    check(outcome == CommandOutcome::TimedOut, format!("{outcome:?}"))?;
+    check(start.elapsed() < Duration::from_secs(10), "timeout was not enforced")?;
+    let report = job.sandbox.destroy()?;
+    check(report.is_clean(), format!("{report:?}"))?;
+    check(host_processes_with(marker).is_empty(), "a sleep survived")
+}
+
+fn daemon_dies() -> Result<(), Failed> {
+    let mut job = job()?;
+    let marker = "765432.1";
+    let (outcome, _) = run(
+        &mut job,
+        &format!("setsid sh -c 'sleep {marker}' </dev/null >/dev/null 2>&1 & echo started"),
+        T,
+    )?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+    check(!host_processes_with(marker).is_empty(), "daemon did not start")?;
+    let report = job.sandbox.destroy()?;
+    check(report.is_clean(), format!("{report:?}"))?;
+    check(host_processes_with(marker).is_empty(), "the daemon outlived its job")
+}
+
+fn missing_program() -> Result<(), Failed> {
+    let mut job = job()?;
+    let spec = CommandSpec {
+        argv: vec!["/no/such/program".into()],
+        env: vec![],
+        cwd: "/".into(),
+    };
+    let outcome = job
+        .sandbox
+        .run(&spec, Instant::now() + T, &mut |_| {})?;
+    check(
+        matches!(&outcome, CommandOutcome::SpawnFailed(e) if e.contains("/no/such/program")),
+        format!("{outcome:?}"),
+    )
+}
+
+fn artifacts_copy() -> Result<(), Failed> {
+    let mut job = job()?;
+    run(
+        &mut job,
+        "echo bin > out.bin; mkdir -p dir/sub; echo a > dir/a; echo b > dir/sub/b; ln -s /etc/passwd dir/link",
+        T,
+    )?;
+    let dest = tempfile::tempdir()?;
+    let report = sandbox::artifacts::copy_out(
+        &job.sandbox.root(),
+        "/workspace",
+        &["out.bin".into(), "dir".into()],
+        dest.path(),
+    )?;
+    check(report.files == 3, format!("{report:?}"))?;
+    check(std::fs::read_to_string(dest.path().join("out.bin"))? == "bin\n", "out.bin")?;
+    check(std::fs::read_to_string(dest.path().join("dir/sub/b"))? == "b\n", "dir/sub/b")?;
+    check(!dest.path().join("dir/link").exists(), "symlink copied")?;
+    check(report.skipped == ["dir/link: symlink"], format!("{:?}", report.skipped))
+}
+
+fn artifact_symlink_escape() -> Result<(), Failed> {
+    // A host file the job must not be able to exfiltrate through artifacts.
+    let host = tempfile::tempdir()?;
+    let secret = host.path().join("host-secret");
+    std::fs::write(&secret, "host secret")?;
+    let mut job = job()?;
+    let dir = host.path().display().to_string();
+    run(
+        &mut job,
+        &format!("ln -s {} direct; ln -s {dir} viadir", secret.display()),
+        T,
+    )?;
+    let dest = tempfile::tempdir()?;
+    let direct = sandbox::artifacts::copy_out(
+        &job.sandbox.root(),
+        "/workspace",
+        &["direct".into()],
+        dest.path(),
+    );
+    check(
+        matches!(direct, Err(sandbox::artifacts::ArtifactError::NotRegular(_))),
+        format!("direct symlink: {direct:?}"),
+    )?;
+    // The intermediate link resolves inside the job's root, where that host
+    // directory does not exist.
+    let via = sandbox::artifacts::copy_out(
+        &job.sandbox.root(),
+        "/workspace",
+        &["viadir/host-secret".into()],
+        dest.path(),
+    );
+    check(
+        matches!(via, Err(sandbox::artifacts::ArtifactError::Missing(_))),
+        format!("link through a directory: {via:?}"),
+    )?;
+    check(
+        !contains_bytes(dest.path(), b"host secret"),
+        "host secret copied out",
+    )
+}
+
+fn contains_bytes(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            contains_bytes(&p, needle)
+        } else {
+            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+/// Host pids whose command line contains `marker`.
+fn host_processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(marker) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
