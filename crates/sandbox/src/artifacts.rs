@@ -11,6 +11,7 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{openat, openat2, Dir, FileType, Mode, OFlags, ResolveFlags, CWD};
@@ -136,11 +137,24 @@ fn copy_file(
         path: rel.into(),
         source: e.into(),
     })?;
+    // Keep the permission bits (an executable stays executable), never
+    // setuid, setgid or sticky.
+    let mode = rustix::fs::fstat(&fd)
+        .map(|st| st.st_mode & 0o777)
+        .map_err(|e| ArtifactError::Read {
+            path: rel.into(),
+            source: e.into(),
+        })?;
     let mut src = fs::File::from(fd);
-    let mut dst = fs::File::create(target).map_err(|source| ArtifactError::Write {
-        path: target.to_path_buf(),
-        source,
-    })?;
+    let mut dst = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(target)
+        .map_err(|source| ArtifactError::Write {
+            path: target.to_path_buf(),
+            source,
+        })?;
     let n = io::copy(&mut src, &mut dst).map_err(|source| ArtifactError::Read {
         path: rel.into(),
         source,
@@ -167,7 +181,9 @@ fn copy_dir(
         source,
     })?;
     if depth >= MAX_DEPTH {
-        report.skipped.push(format!("{rel}: nested deeper than {MAX_DEPTH}"));
+        report
+            .skipped
+            .push(format!("{rel}: nested deeper than {MAX_DEPTH}"));
         return Ok(());
     }
     let mut dir = Dir::read_from(&fd).map_err(read_err)?;

@@ -23,5 +23,5 @@ pub use config::{CommandSpec, SandboxConfig};
 pub use error::SandboxError;
 pub use init::{run_if_init, INIT_ARGV0};
 pub use proto::MAX_MESSAGE;
-pub use spawn::{CommandOutcome, IdMode, Output, Sandbox, IDLE_TICK, NOBODY};
+pub use spawn::{CommandOutcome, IdMode, Killer, Output, Sandbox, IDLE_TICK, NOBODY};
 pub use teardown::TeardownReport;

@@ -47,8 +47,14 @@ fn fail(stage: impl Into<String>, error: impl std::fmt::Display) -> SetupError {
 /// Everything else in `/etc` is generated; the host's own files (shadow,
 /// machine-id, ssh keys, ...) are never visible.
 const HOST_ETC: &[(&str, &str)] = &[
-    ("alternatives", "Debian alternatives: cc, awk, editor, ... resolve through it"),
-    ("ld.so.cache", "the dynamic loader finds libraries through it"),
+    (
+        "alternatives",
+        "Debian alternatives: cc, awk, editor, ... resolve through it",
+    ),
+    (
+        "ld.so.cache",
+        "the dynamic loader finds libraries through it",
+    ),
     ("ld.so.conf", "the dynamic loader's configuration"),
     ("ld.so.conf.d", "the dynamic loader's configuration"),
     ("localtime", "local time zone for logs and date"),
@@ -76,14 +82,22 @@ pub(crate) fn setup(config: &SandboxConfig) -> Result<()> {
     )
     .map_err(|e| fail("make mounts private", e))?;
 
-    tmpfs(SCRATCH, "mode=0700,size=1m", MountFlags::NOSUID | MountFlags::NODEV)?;
+    tmpfs(
+        SCRATCH,
+        "mode=0700,size=1m",
+        MountFlags::NOSUID | MountFlags::NODEV,
+    )?;
     mkdir(&format!("{SCRATCH}{OLD}"), 0o700)?;
     rustix::process::pivot_root(SCRATCH, format!("{SCRATCH}{OLD}").as_str())
         .map_err(|e| fail("pivot_root into the scratch tmpfs", e))?;
     rustix::process::chdir("/").map_err(|e| fail("chdir /", e))?;
 
     mkdir(NEW, 0o755)?;
-    tmpfs(NEW, "mode=0755,size=4m", MountFlags::NOSUID | MountFlags::NODEV)?;
+    tmpfs(
+        NEW,
+        "mode=0755,size=4m",
+        MountFlags::NOSUID | MountFlags::NODEV,
+    )?;
 
     usr()?;
     etc(config)?;
@@ -160,7 +174,8 @@ fn etc(config: &SandboxConfig) -> Result<()> {
             continue;
         };
         if meta.file_type().is_symlink() {
-            let link = fs::read_link(&host).map_err(|e| fail(format!("readlink /etc/{name}"), e))?;
+            let link =
+                fs::read_link(&host).map_err(|e| fail(format!("readlink /etc/{name}"), e))?;
             symlink(&link, &target).map_err(|e| fail(format!("symlink /etc/{name}"), e))?;
         } else if meta.is_dir() {
             mkdir(&target, 0o755)?;
@@ -185,7 +200,11 @@ fn scratch_dirs(config: &SandboxConfig) -> Result<()> {
     let flags = MountFlags::NOSUID | MountFlags::NODEV;
     let workdir = format!("{NEW}{}", config.workdir);
     mkdir_all(&workdir)?;
-    tmpfs(&workdir, &format!("mode=0755,size={}", config.workspace_size), flags)?;
+    tmpfs(
+        &workdir,
+        &format!("mode=0755,size={}", config.workspace_size),
+        flags,
+    )?;
     let tmp = format!("{NEW}/tmp");
     mkdir(&tmp, 0o1777)?;
     tmpfs(&tmp, &format!("mode=1777,size={}", config.tmp_size), flags)?;
@@ -213,7 +232,11 @@ fn proc() -> Result<()> {
 fn dev() -> Result<()> {
     let dev = format!("{NEW}/dev");
     mkdir(&dev, 0o755)?;
-    tmpfs(&dev, "mode=0755,size=64k", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC)?;
+    tmpfs(
+        &dev,
+        "mode=0755,size=64k",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+    )?;
     for name in DEVICES {
         let target = format!("{dev}/{name}");
         touch(&target)?;
@@ -229,7 +252,8 @@ fn dev() -> Result<()> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        symlink(target, format!("{dev}/{name}")).map_err(|e| fail(format!("symlink /dev/{name}"), e))?;
+        symlink(target, format!("{dev}/{name}"))
+            .map_err(|e| fail(format!("symlink /dev/{name}"), e))?;
     }
     let pts = format!("{dev}/pts");
     mkdir(&pts, 0o755)?;
@@ -342,7 +366,10 @@ fn shown(path: &str) -> String {
         return format!("/{}", String::from_utf8_lossy(rest.as_os_str().as_bytes()));
     }
     if let Ok(rest) = p.strip_prefix(OLD) {
-        return format!("host:/{}", String::from_utf8_lossy(rest.as_os_str().as_bytes()));
+        return format!(
+            "host:/{}",
+            String::from_utf8_lossy(rest.as_os_str().as_bytes())
+        );
     }
     path.to_string()
 }

@@ -161,13 +161,14 @@ impl Sandbox {
             child_after_clone(&plan);
         }
         if ret < 0 {
-            let errno = Errno::from_io_error(&std::io::Error::last_os_error())
-                .unwrap_or(Errno::INVAL);
+            let errno =
+                Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::INVAL);
             return Err(SandboxError::Clone(errno.into()));
         }
         drop(sync_r);
         drop(control_child);
-        let raw_pid = i32::try_from(ret).map_err(|_| SandboxError::Protocol("clone returned an impossible pid".into()))?;
+        let raw_pid = i32::try_from(ret)
+            .map_err(|_| SandboxError::Protocol("clone returned an impossible pid".into()))?;
         let pid = Pid::from_raw(raw_pid)
             .ok_or_else(|| SandboxError::Protocol("clone returned pid 0".into()))?;
         // The child is ours and unreaped, so its pid cannot be reused; the
@@ -189,7 +190,8 @@ impl Sandbox {
         };
         // From here on, dropping `sandbox` on an error kills and reaps it.
         write_id_maps(pid, ids)?;
-        rustix::io::write(&sync_w, b"g").map_err(|e| SandboxError::io("release the sandbox init", e))?;
+        rustix::io::write(&sync_w, b"g")
+            .map_err(|e| SandboxError::io("release the sandbox init", e))?;
         drop(sync_w);
         sandbox.namespaces = Namespaces::open(pid)?;
 
@@ -204,6 +206,16 @@ impl Sandbox {
             ))),
             None => Err(SandboxError::InitDied(sandbox.exit_description())),
         }
+    }
+
+    /// A handle that can kill this sandbox from another thread (to cancel a
+    /// run), valid even after the sandbox is gone.
+    pub fn killer(&self) -> Result<Killer, SandboxError> {
+        let fd = self
+            .pidfd
+            .try_clone()
+            .map_err(|e| SandboxError::io("duplicate the sandbox pidfd", e))?;
+        Ok(Killer { pidfd: fd })
     }
 
     /// The init's pid in the host's pid namespace.
@@ -261,7 +273,10 @@ impl Sandbox {
                     Err(e) => return Err(SandboxError::io("poll the sandbox", e)),
                 }
                 let ready = |f: &PollFd<'_>| !f.revents().is_empty();
-                (fds.get(1).is_some_and(ready), fds.first().is_some_and(ready))
+                (
+                    fds.get(1).is_some_and(ready),
+                    fds.first().is_some_and(ready),
+                )
             };
             if !out_ready && !control_ready {
                 on_output(Output::Idle);
@@ -370,6 +385,20 @@ impl Drop for Sandbox {
     }
 }
 
+/// Kills a sandbox from another thread.
+#[derive(Debug)]
+pub struct Killer {
+    pidfd: OwnedFd,
+}
+
+impl Killer {
+    /// Sends SIGKILL to the sandbox init, which takes every process of the
+    /// sandbox with it. Harmless if the sandbox is already gone.
+    pub fn kill(&self) {
+        let _ = pidfd_send_signal(&self.pidfd, Signal::KILL);
+    }
+}
+
 /// Reads what is available now; `false` at end of file.
 fn read_available(
     fd: &OwnedFd,
@@ -400,10 +429,16 @@ fn write_id_maps(pid: Pid, ids: IdMode) -> Result<(), SandboxError> {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .open(&path)
-            .map_err(|e| SandboxError::IdMap { path: path.clone(), source: e })?;
+            .map_err(|e| SandboxError::IdMap {
+                path: path.clone(),
+                source: e,
+            })?;
         // Each map must be written in a single write(2).
         f.write_all(content.as_bytes())
-            .map_err(|e| SandboxError::IdMap { path: path.clone(), source: e })
+            .map_err(|e| SandboxError::IdMap {
+                path: path.clone(),
+                source: e,
+            })
     };
     match ids {
         IdMode::Privileged { uid, gid } => {

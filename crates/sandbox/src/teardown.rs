@@ -37,10 +37,14 @@ impl Namespaces {
             .join("ns");
         let hold = |name: &str| -> Result<HeldNs, SandboxError> {
             let path = dir.join(name);
-            let file = File::open(&path).map_err(|e| SandboxError::Path { path: path.clone(), source: e })?;
-            let meta = file
-                .metadata()
-                .map_err(|e| SandboxError::Path { path: path.clone(), source: e })?;
+            let file = File::open(&path).map_err(|e| SandboxError::Path {
+                path: path.clone(),
+                source: e,
+            })?;
+            let meta = file.metadata().map_err(|e| SandboxError::Path {
+                path: path.clone(),
+                source: e,
+            })?;
             Ok(HeldNs {
                 _file: file,
                 dev: meta.dev(),
@@ -82,8 +86,10 @@ impl TeardownReport {
 /// Scans `/proc` for processes in the sandbox's namespaces.
 pub(crate) fn scan(ns: &Namespaces) -> Result<TeardownReport, SandboxError> {
     let mut report = TeardownReport::default();
-    let entries = std::fs::read_dir("/proc")
-        .map_err(|e| SandboxError::Path { path: "/proc".into(), source: e })?;
+    let entries = std::fs::read_dir("/proc").map_err(|e| SandboxError::Path {
+        path: "/proc".into(),
+        source: e,
+    })?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {

@@ -16,13 +16,19 @@ fn main() {
         Trial::test("propagates_exit_codes_and_signals", exit_codes),
         Trial::test("steps_share_the_workspace", shared_workspace),
         Trial::test("source_usr_and_root_are_read_only", read_only_layout),
-        Trial::test("host_processes_and_interfaces_are_invisible", invisible_host),
+        Trial::test(
+            "host_processes_and_interfaces_are_invisible",
+            invisible_host,
+        ),
         Trial::test("etc_is_generated_not_the_hosts", generated_etc),
         Trial::test("deadline_kills_the_whole_tree", deadline_kills_tree),
         Trial::test("daemonised_process_does_not_outlive_the_job", daemon_dies),
         Trial::test("missing_program_is_reported", missing_program),
         Trial::test("artifacts_copy_files_and_directories", artifacts_copy),
-        Trial::test("artifact_symlinks_cannot_reach_the_host", artifact_symlink_escape),
+        Trial::test(
+            "artifact_symlinks_cannot_reach_the_host",
+            artifact_symlink_escape,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit();
 }
@@ -84,7 +90,10 @@ fn runs_a_command() -> Result<(), Failed> {
     let mut job = job()?;
     let (outcome, out) = run(&mut job, "echo hello; echo oops >&2; cat /src/hello.txt", T)?;
     check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
-    check(out == "hello\noops\nhi from src\n", format!("output {out:?}"))?;
+    check(
+        out == "hello\noops\nhi from src\n",
+        format!("output {out:?}"),
+    )?;
     let report = job.sandbox.destroy()?;
     check(report.is_clean(), format!("{report:?}"))
 }
@@ -98,7 +107,10 @@ fn exit_codes() -> Result<(), Failed> {
     check(outcome == CommandOutcome::Exited(1), format!("{outcome:?}"))?;
     check(out.is_empty(), format!("output {out:?}"))?;
     let (outcome, _) = run(&mut job, "kill -TERM $$", T)?;
-    check(outcome == CommandOutcome::Signaled(15), format!("{outcome:?}"))
+    check(
+        outcome == CommandOutcome::Signaled(15),
+        format!("{outcome:?}"),
+    )
 }
 
 fn shared_workspace() -> Result<(), Failed> {
@@ -113,23 +125,43 @@ fn read_only_layout() -> Result<(), Failed> {
     let mut job = job()?;
     for path in ["/src/new", "/usr/new", "/etc/new", "/new", "/bin/new"] {
         let (outcome, out) = run(&mut job, &format!("touch {path}"), T)?;
-        check(outcome != CommandOutcome::Exited(0), format!("touch {path} succeeded"))?;
+        check(
+            outcome != CommandOutcome::Exited(0),
+            format!("touch {path} succeeded"),
+        )?;
         check(
             out.contains("Read-only file system"),
             format!("touch {path}: {out:?}"),
         )?;
     }
-    let (outcome, out) = run(&mut job, "touch /workspace/a /tmp/b && id -u && hostname", T)?;
-    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?} {out}"))?;
+    let (outcome, out) = run(
+        &mut job,
+        "touch /workspace/a /tmp/b && id -u && hostname",
+        T,
+    )?;
+    check(
+        outcome == CommandOutcome::Exited(0),
+        format!("{outcome:?} {out}"),
+    )?;
     check(out == "0\nairlock-test\n", format!("output {out:?}"))?;
     let (_, mounts) = run(&mut job, "cat /proc/self/mounts", T)?;
     for line in mounts.lines() {
         let opts = line.split(' ').nth(3).unwrap_or_default();
         let dev_node = line.split(' ').nth(1).is_some_and(|m| {
-            ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
-                .contains(&m)
+            [
+                "/dev/null",
+                "/dev/zero",
+                "/dev/full",
+                "/dev/random",
+                "/dev/urandom",
+                "/dev/tty",
+            ]
+            .contains(&m)
         });
-        check(opts.contains("nosuid"), format!("mount without nosuid: {line}"))?;
+        check(
+            opts.contains("nosuid"),
+            format!("mount without nosuid: {line}"),
+        )?;
         check(
             dev_node || opts.contains("nodev") || line.starts_with("devpts"),
             format!("mount without nodev: {line}"),
@@ -144,10 +176,17 @@ fn invisible_host() -> Result<(), Failed> {
     let n: u32 = out.trim().parse()?;
     // init, sh, ls, grep.
     check(n <= 4, format!("{n} processes visible"))?;
-    let (_, ifaces) = run(&mut job, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '", T)?;
+    let (_, ifaces) = run(
+        &mut job,
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
+        T,
+    )?;
     check(ifaces == "lo\n", format!("interfaces {ifaces:?}"))?;
     let (outcome, _) = run(&mut job, "test -e /oldroot || test -e /newroot", T)?;
-    check(outcome == CommandOutcome::Exited(1), "the old root is reachable")
+    check(
+        outcome == CommandOutcome::Exited(1),
+        "the old root is reachable",
+    )
 }
 
 fn generated_etc() -> Result<(), Failed> {
@@ -157,7 +196,10 @@ fn generated_etc() -> Result<(), Failed> {
     check(!out.contains("shadow"), "host /etc/shadow visible")?;
     check(out.contains("passwd"), format!("no passwd in {out}"))?;
     let (outcome, out) = run(&mut job, "cc --version | head -1", T)?;
-    check(outcome == CommandOutcome::Exited(0), format!("cc via alternatives: {out}"))
+    check(
+        outcome == CommandOutcome::Exited(0),
+        format!("cc via alternatives: {out}"),
+    )
 }
 
 fn deadline_kills_tree() -> Result<(), Failed> {
@@ -170,7 +212,10 @@ fn deadline_kills_tree() -> Result<(), Failed> {
         Duration::from_millis(500),
     )?;
     check(outcome == CommandOutcome::TimedOut, format!("{outcome:?}"))?;
-    check(start.elapsed() < Duration::from_secs(10), "timeout was not enforced")?;
+    check(
+        start.elapsed() < Duration::from_secs(10),
+        "timeout was not enforced",
+    )?;
     let report = job.sandbox.destroy()?;
     check(report.is_clean(), format!("{report:?}"))?;
     check(host_processes_with(marker).is_empty(), "a sleep survived")
@@ -181,14 +226,23 @@ fn daemon_dies() -> Result<(), Failed> {
     let marker = "765432.1";
     let (outcome, _) = run(
         &mut job,
-        &format!("setsid sh -c 'sleep {marker}' </dev/null >/dev/null 2>&1 & echo started"),
+        &format!(
+            "setsid sh -c 'sleep {marker}' </dev/null >/dev/null 2>&1 &
+             until grep -qs {marker} /proc/[0-9]*/cmdline; do sleep 0.01; done"
+        ),
         T,
     )?;
     check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
-    check(!host_processes_with(marker).is_empty(), "daemon did not start")?;
+    check(
+        !host_processes_with(marker).is_empty(),
+        "daemon did not start",
+    )?;
     let report = job.sandbox.destroy()?;
     check(report.is_clean(), format!("{report:?}"))?;
-    check(host_processes_with(marker).is_empty(), "the daemon outlived its job")
+    check(
+        host_processes_with(marker).is_empty(),
+        "the daemon outlived its job",
+    )
 }
 
 fn missing_program() -> Result<(), Failed> {
@@ -198,9 +252,7 @@ fn missing_program() -> Result<(), Failed> {
         env: vec![],
         cwd: "/".into(),
     };
-    let outcome = job
-        .sandbox
-        .run(&spec, Instant::now() + T, &mut |_| {})?;
+    let outcome = job.sandbox.run(&spec, Instant::now() + T, &mut |_| {})?;
     check(
         matches!(&outcome, CommandOutcome::SpawnFailed(e) if e.contains("/no/such/program")),
         format!("{outcome:?}"),
@@ -211,7 +263,7 @@ fn artifacts_copy() -> Result<(), Failed> {
     let mut job = job()?;
     run(
         &mut job,
-        "echo bin > out.bin; mkdir -p dir/sub; echo a > dir/a; echo b > dir/sub/b; ln -s /etc/passwd dir/link",
+        "echo bin > out.bin; chmod 4755 out.bin; mkdir -p dir/sub; echo a > dir/a; echo b > dir/sub/b; ln -s /etc/passwd dir/link",
         T,
     )?;
     let dest = tempfile::tempdir()?;
@@ -222,10 +274,26 @@ fn artifacts_copy() -> Result<(), Failed> {
         dest.path(),
     )?;
     check(report.files == 3, format!("{report:?}"))?;
-    check(std::fs::read_to_string(dest.path().join("out.bin"))? == "bin\n", "out.bin")?;
-    check(std::fs::read_to_string(dest.path().join("dir/sub/b"))? == "b\n", "dir/sub/b")?;
+    check(
+        std::fs::read_to_string(dest.path().join("out.bin"))? == "bin\n",
+        "out.bin",
+    )?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dest.path().join("out.bin"))?.permissions(),
+    );
+    check(
+        mode & 0o7777 == 0o755,
+        format!("mode {mode:o} (chmod 4755 in the job)"),
+    )?;
+    check(
+        std::fs::read_to_string(dest.path().join("dir/sub/b"))? == "b\n",
+        "dir/sub/b",
+    )?;
     check(!dest.path().join("dir/link").exists(), "symlink copied")?;
-    check(report.skipped == ["dir/link: symlink"], format!("{:?}", report.skipped))
+    check(
+        report.skipped == ["dir/link: symlink"],
+        format!("{:?}", report.skipped),
+    )
 }
 
 fn artifact_symlink_escape() -> Result<(), Failed> {
@@ -248,7 +316,10 @@ fn artifact_symlink_escape() -> Result<(), Failed> {
         dest.path(),
     );
     check(
-        matches!(direct, Err(sandbox::artifacts::ArtifactError::NotRegular(_))),
+        matches!(
+            direct,
+            Err(sandbox::artifacts::ArtifactError::NotRegular(_))
+        ),
         format!("direct symlink: {direct:?}"),
     )?;
     // The intermediate link resolves inside the job's root, where that host
@@ -270,21 +341,29 @@ fn artifact_symlink_escape() -> Result<(), Failed> {
 }
 
 fn contains_bytes(dir: &Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
-        let p = e.path();
-        if p.is_dir() {
-            contains_bytes(&p, needle)
-        } else {
-            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-        }
-    })
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                contains_bytes(&p, needle)
+            } else {
+                std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            }
+        })
 }
 
 /// Host pids whose command line contains `marker`.
 fn host_processes_with(marker: &str) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
