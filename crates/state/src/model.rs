@@ -1,0 +1,283 @@
+//! What the run record holds: the inputs to record a run and the records
+//! read back.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// Identifies a run: 1, 2, 3, ... in the order runs began. Ids are never
+/// reused, even if runs are deleted.
+pub type RunId = i64;
+
+/// Where a run, job or step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Recorded, not started yet.
+    Pending,
+    /// Started, not finished yet.
+    Running,
+    /// Finished with exit code 0 (a run: every job succeeded).
+    Success,
+    /// Finished unsuccessfully: non-zero exit, resource limit, containment.
+    Failed,
+    /// Killed at its wall-clock timeout.
+    Timeout,
+    /// Never ran, e.g. because a job it needs failed.
+    Skipped,
+    /// The runner process disappeared while this was in progress; how it
+    /// ended is unknown.
+    Lost,
+    /// Stopped on request (e.g. Ctrl-C) before it finished.
+    Cancelled,
+}
+
+impl Status {
+    /// Every status, in declaration order.
+    pub const ALL: [Status; 8] = [
+        Status::Pending,
+        Status::Running,
+        Status::Success,
+        Status::Failed,
+        Status::Timeout,
+        Status::Skipped,
+        Status::Lost,
+        Status::Cancelled,
+    ];
+
+    /// The lowercase name used in the database, JSON and on screen.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Success => "success",
+            Status::Failed => "failed",
+            Status::Timeout => "timeout",
+            Status::Skipped => "skipped",
+            Status::Lost => "lost",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether this status is final: everything but `Pending` and `Running`.
+    pub const fn is_terminal(self) -> bool {
+        !matches!(self, Status::Pending | Status::Running)
+    }
+
+    /// Whether this final status counts as a failure in run summaries:
+    /// `Failed`, `Timeout`, `Lost` and `Cancelled`.
+    pub const fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Status::Failed | Status::Timeout | Status::Lost | Status::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}")]
+pub struct ParseStatusError(pub String);
+
+impl FromStr for Status {
+    type Err = ParseStatusError;
+
+    fn from_str(s: &str) -> Result<Status, ParseStatusError> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| ParseStatusError(s.to_owned()))
+    }
+}
+
+impl ToSql for Status {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(
+            self.as_str().as_bytes(),
+        )))
+    }
+}
+
+impl FromSql for Status {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value
+            .as_str()?
+            .parse()
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// A run about to start: what [`Store::begin_run`](crate::Store::begin_run)
+/// records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRun {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// The jobs that will run, in the order they should be listed.
+    pub jobs: Vec<NewJob>,
+}
+
+/// A job of a [`NewRun`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// The job id, unique within the run.
+    pub id: String,
+    /// Ids of the jobs it needs.
+    pub needs: Vec<String>,
+    /// Its step names, in order; steps are addressed by index.
+    pub steps: Vec<String>,
+}
+
+/// How a job ended: what [`Store::job_finished`](crate::Store::job_finished)
+/// records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEnd {
+    /// The final status; must be [terminal](Status::is_terminal).
+    pub status: Status,
+    /// The exit code of the step that decided the outcome, if any.
+    pub exit_code: Option<i32>,
+    /// Why it ended this way, for people ("step compile exited 2",
+    /// "memory limit", "skipped: needs build").
+    pub reason: Option<String>,
+    /// The job's (redacted) log file.
+    pub log_path: Option<PathBuf>,
+    /// The artifacts copied out, as the engine names them (e.g. paths under
+    /// the job's workdir).
+    pub artifacts: Vec<String>,
+}
+
+/// One line of `airlock runs list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// The run id.
+    pub id: RunId,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Where the run stands.
+    pub status: Status,
+    /// The exit code `airlock run` ended with, once finished.
+    pub exit_code: Option<i32>,
+    /// When the run began.
+    pub started_at: Timestamp,
+    /// When the run finished (absent while running, and for lost runs).
+    pub finished_at: Option<Timestamp>,
+    /// `finished_at - started_at`.
+    pub duration_ms: Option<u64>,
+    /// How many jobs the run has.
+    pub jobs_total: usize,
+    /// How many ended `Success`.
+    pub jobs_succeeded: usize,
+    /// How many ended `Failed`, `Timeout`, `Lost` or `Cancelled`.
+    pub jobs_failed: usize,
+    /// How many ended `Skipped`.
+    pub jobs_skipped: usize,
+}
+
+/// Everything recorded about one run: `airlock runs show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    /// The run itself.
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// Its jobs, in the order they were given to `begin_run`.
+    pub jobs: Vec<JobRecord>,
+}
+
+/// Everything recorded about one job of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRecord {
+    /// The job id.
+    pub id: String,
+    /// Ids of the jobs it needs.
+    pub needs: Vec<String>,
+    /// Where the job stands.
+    pub status: Status,
+    /// See [`JobEnd::exit_code`].
+    pub exit_code: Option<i32>,
+    /// See [`JobEnd::reason`].
+    pub reason: Option<String>,
+    /// When the job started (absent if it never did).
+    pub started_at: Option<Timestamp>,
+    /// When the job finished.
+    pub finished_at: Option<Timestamp>,
+    /// `finished_at - started_at`.
+    pub duration_ms: Option<u64>,
+    /// See [`JobEnd::log_path`].
+    pub log_path: Option<PathBuf>,
+    /// See [`JobEnd::artifacts`].
+    pub artifacts: Vec<String>,
+    /// Its steps, by index.
+    pub steps: Vec<StepRecord>,
+}
+
+/// Everything recorded about one step of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    /// Zero-based position in the job.
+    pub index: usize,
+    /// The step's name.
+    pub name: String,
+    /// Where the step stands.
+    pub status: Status,
+    /// The step's exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// When the step started (absent if it never did).
+    pub started_at: Option<Timestamp>,
+    /// When the step finished.
+    pub finished_at: Option<Timestamp>,
+    /// `finished_at - started_at`.
+    pub duration_ms: Option<u64>,
+}
+
+/// `finished - started` when both are known.
+pub(crate) fn duration(started: Option<Timestamp>, finished: Option<Timestamp>) -> Option<u64> {
+    Some(started?.millis_until(finished?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+            assert_eq!(status.to_string(), status.as_str());
+            let json = serde_json::to_string(&status).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+        assert_eq!(
+            "Running".parse::<Status>(),
+            Err(ParseStatusError("Running".into()))
+        );
+    }
+
+    #[test]
+    fn terminal_statuses() {
+        let terminal: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(terminal.len(), 6);
+        assert!(!Status::Pending.is_terminal() && !Status::Running.is_terminal());
+        assert!(Status::ALL
+            .into_iter()
+            .filter(|s| s.is_failure())
+            .all(Status::is_terminal));
+    }
+}
