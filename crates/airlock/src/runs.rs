@@ -1,0 +1,193 @@
+//! `airlock runs list|show` and `airlock logs`: reading past runs.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use state::{RunId, Store};
+
+use crate::exit::{Exit, EXIT_OK};
+use crate::sanitize::for_terminal;
+use crate::ui::seconds;
+
+/// `airlock runs ...`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List past runs, newest first.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run: its jobs, steps, exit codes and reasons. RUN may be
+    /// `latest`.
+    Show {
+        /// Run id.
+        run: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a `runs` subcommand.
+pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        RunsCommand::List { limit, json } => {
+            let runs = store.list_runs(limit)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&runs)?)?;
+                return Ok(EXIT_OK);
+            }
+            writeln!(
+                out,
+                "{:>5}  {:<20}  {:<9}  {:<24}  {:>9}  JOBS",
+                "RUN", "PIPELINE", "STATUS", "STARTED", "DURATION"
+            )?;
+            for r in runs {
+                writeln!(
+                    out,
+                    "{:>5}  {:<20}  {:<9}  {:<24}  {:>9}  {}/{} ok",
+                    r.id,
+                    r.pipeline,
+                    r.status.as_str(),
+                    r.started_at.to_string(),
+                    duration(r.duration_ms),
+                    r.jobs_succeeded,
+                    r.jobs_total
+                )?;
+            }
+        }
+        RunsCommand::Show { run, json } => {
+            let id = run_id(store, &run)?;
+            let record = store
+                .get_run(id)?
+                .ok_or_else(|| Exit::bad_input(format!("no run {id}")))?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&record)?)?;
+                return Ok(EXIT_OK);
+            }
+            let s = &record.summary;
+            writeln!(
+                out,
+                "run {}  pipeline {}  file {}\nstatus {}  exit {}  started {}  duration {}\n",
+                s.id,
+                s.pipeline,
+                s.file.display(),
+                s.status,
+                s.exit_code.map_or("-".into(), |c| c.to_string()),
+                s.started_at,
+                duration(s.duration_ms)
+            )?;
+            for job in &record.jobs {
+                let exit = job.exit_code.map_or("-".into(), |c| c.to_string());
+                writeln!(
+                    out,
+                    "job {}  {}  exit {}  {}",
+                    job.id,
+                    job.status,
+                    exit,
+                    duration(job.duration_ms)
+                )?;
+                if let Some(reason) = &job.reason {
+                    writeln!(
+                        out,
+                        "    reason: {}",
+                        for_terminal(reason.as_bytes(), false)
+                    )?;
+                }
+                for step in &job.steps {
+                    let exit = step.exit_code.map_or("-".into(), |c| c.to_string());
+                    writeln!(
+                        out,
+                        "    {}. {:<40}  {:<9}  exit {:>3}  {}",
+                        step.index + 1,
+                        for_terminal(step.name.as_bytes(), false),
+                        step.status.as_str(),
+                        exit,
+                        duration(step.duration_ms)
+                    )?;
+                }
+                if !job.artifacts.is_empty() {
+                    writeln!(out, "    artifacts: {}", job.artifacts.join(", "))?;
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `airlock logs RUN[/JOB]`.
+pub fn logs(store: &Store, target: &str) -> Result<i32> {
+    let (run, job) = match target.split_once('/') {
+        Some((run, job)) => (run, Some(job)),
+        None => (target, None),
+    };
+    let id = run_id(store, run)?;
+    let record = store
+        .get_run(id)?
+        .ok_or_else(|| Exit::bad_input(format!("no run {id}")))?;
+    if let Some(job) = job {
+        if !record.jobs.iter().any(|j| j.id == job) {
+            let known: Vec<&str> = record.jobs.iter().map(|j| j.id.as_str()).collect();
+            return Err(Exit::bad_input(format!(
+                "run {id} has no job {job:?} (jobs: {})",
+                known.join(", ")
+            ))
+            .into());
+        }
+    }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut out = std::io::stdout().lock();
+    for j in record
+        .jobs
+        .iter()
+        .filter(|j| job.is_none_or(|want| want == j.id))
+    {
+        let Some(path) = &j.log_path else {
+            if job.is_some() {
+                writeln!(out, "(job {} did not run: {})", j.id, j.status)?;
+            }
+            continue;
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                writeln!(out, "(no log for job {})", j.id)?;
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        if job.is_none() {
+            writeln!(out, "==> {} <==", j.id)?;
+        }
+        if tty {
+            for line in bytes.split(|&b| b == b'\n') {
+                writeln!(out, "{}", for_terminal(line, true))?;
+            }
+        } else {
+            out.write_all(&bytes)?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn run_id(store: &Store, text: &str) -> Result<RunId> {
+    if text == "latest" {
+        return store
+            .latest_run()?
+            .ok_or_else(|| Exit::bad_input("there are no runs yet").into());
+    }
+    text.parse::<RunId>().map_err(|_| {
+        Exit::bad_input(format!("{text:?} is not a run id (a number, or latest)")).into()
+    })
+}
+
+fn duration(ms: Option<u64>) -> String {
+    ms.map_or("-".into(), |ms| seconds(Duration::from_millis(ms)))
+}

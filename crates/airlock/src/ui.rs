@@ -1,0 +1,245 @@
+//! What `airlock run` shows while it works: each job's output prefixed by
+//! its job, step start and end lines, a live status line on a terminal
+//! (plain lines otherwise, e.g. in CI), and a summary table at the end.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use engine::{Event, RunReport, Subscriber};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use state::Status;
+
+use crate::sanitize::for_terminal;
+
+/// Where the live display goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output (the default).
+    Stdout,
+    /// Standard error (with `--json`, stdout carries only the document).
+    Stderr,
+}
+
+/// The live display of a run.
+pub struct Terminal {
+    stream: Stream,
+    tty: bool,
+    width: usize,
+    jobs: Vec<String>,
+    bar: Option<ProgressBar>,
+    running: Mutex<BTreeSet<String>>,
+    write_lock: Mutex<()>,
+}
+
+const COLOURS: [&str; 6] = ["36", "35", "33", "32", "34", "91"];
+
+impl Terminal {
+    /// A display for a run of `jobs`.
+    pub fn new(stream: Stream, jobs: &[String]) -> Terminal {
+        let tty = match stream {
+            Stream::Stdout => std::io::stdout().is_terminal(),
+            Stream::Stderr => std::io::stderr().is_terminal(),
+        };
+        let bar = tty.then(|| {
+            let target = match stream {
+                Stream::Stdout => ProgressDrawTarget::stdout(),
+                Stream::Stderr => ProgressDrawTarget::stderr(),
+            };
+            let bar = ProgressBar::with_draw_target(None, target);
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {wide_msg} {elapsed}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Terminal {
+            stream,
+            tty,
+            width: jobs.iter().map(|j| j.len()).max().unwrap_or(0),
+            jobs: jobs.to_vec(),
+            bar,
+            running: Mutex::new(BTreeSet::new()),
+            write_lock: Mutex::new(()),
+        }
+    }
+
+    fn prefix(&self, job: &str) -> String {
+        let padded = format!("{job:>w$} │", w = self.width);
+        if !self.tty {
+            return padded;
+        }
+        let i = self.jobs.iter().position(|j| j == job).unwrap_or(0);
+        let colour = COLOURS.get(i % COLOURS.len()).copied().unwrap_or("36");
+        format!("\x1b[{colour}m{padded}\x1b[0m")
+    }
+
+    fn line(&self, job: &str, text: &str) {
+        let line = format!("{} {text}", self.prefix(job));
+        self.print(&line);
+    }
+
+    fn print(&self, line: &str) {
+        if let Some(bar) = &self.bar {
+            bar.println(line);
+            return;
+        }
+        let _guard = self.write_lock.lock();
+        // A closed pipe (e.g. `airlock run | head`) is not a reason to stop
+        // the run; the output is in the log files anyway.
+        let _ = match self.stream {
+            Stream::Stdout => writeln!(std::io::stdout().lock(), "{line}"),
+            Stream::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
+        };
+    }
+
+    fn update_status(&self) {
+        if let (Some(bar), Ok(running)) = (&self.bar, self.running.lock()) {
+            let names: Vec<&str> = running.iter().map(String::as_str).collect();
+            bar.set_message(if names.is_empty() {
+                String::new()
+            } else {
+                format!("running: {}", names.join(", "))
+            });
+        }
+    }
+
+    fn styled(&self, code: &str, text: &str) -> String {
+        if self.tty {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// Removes the status line.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Subscriber for Terminal {
+    fn event(&self, event: &Event) {
+        match event {
+            Event::JobStarted { job } => {
+                if let Ok(mut r) = self.running.lock() {
+                    r.insert(job.clone());
+                }
+                self.update_status();
+            }
+            Event::StepStarted { job, index, name } => {
+                let text = self.styled("1", &format!("▶ step {}: {name}", index + 1));
+                self.line(job, &text);
+            }
+            Event::StepFinished {
+                job,
+                name,
+                status,
+                exit_code,
+                took,
+                ..
+            } => {
+                let took = seconds(*took);
+                let text = if *status == Status::Success {
+                    self.styled("32", &format!("✓ {name} ({took})"))
+                } else {
+                    let code = exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
+                    self.styled("31", &format!("✗ {name}: {status}{code} ({took})"))
+                };
+                self.line(job, &text);
+            }
+            Event::JobFinished {
+                job,
+                status,
+                reason,
+                ..
+            } => {
+                if let Ok(mut r) = self.running.lock() {
+                    r.remove(job);
+                }
+                self.update_status();
+                if *status != Status::Success {
+                    let why = reason.as_deref().unwrap_or("");
+                    let text = self.styled(
+                        "31",
+                        &format!("✗ job {status}: {}", for_terminal(why.as_bytes(), false)),
+                    );
+                    self.line(job, &text);
+                }
+            }
+            Event::JobSkipped { job, because } => {
+                let text = self.styled("33", &format!("⊘ skipped: {because}"));
+                self.line(job, &text);
+            }
+            Event::TeardownFailed { job, pids } => {
+                let text =
+                    self.styled("31", &format!("! teardown left processes behind: {pids:?}"));
+                self.line(job, &text);
+            }
+            Event::RunStarted { .. } | Event::SandboxReady { .. } | Event::RunFinished { .. } => {}
+        }
+    }
+
+    fn output(&self, job: &str, line: &[u8], _partial: bool) {
+        self.line(job, &for_terminal(line, self.tty));
+    }
+}
+
+/// The summary table printed after a run.
+pub fn summary(report: &RunReport, home: &std::path::Path) -> String {
+    let width = report
+        .jobs
+        .iter()
+        .map(|j| j.id.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let mut out = format!(
+        "\n{:<width$}  {:<9}  {:>9}  {:>4}  {}\n",
+        "JOB", "STATUS", "DURATION", "EXIT", "REASON"
+    );
+    for job in &report.jobs {
+        let duration = if job.status == Status::Skipped {
+            "-".to_string()
+        } else {
+            seconds(Duration::from_millis(job.duration_ms))
+        };
+        let exit = job
+            .exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into());
+        let reason = for_terminal(job.reason.as_deref().unwrap_or("").as_bytes(), false);
+        out.push_str(&format!(
+            "{:<width$}  {:<9}  {:>9}  {:>4}  {}\n",
+            job.id,
+            job.status.as_str(),
+            duration,
+            exit,
+            reason
+        ));
+    }
+    let run_dir = home.join("runs").join(report.run.to_string());
+    out.push_str(&format!(
+        "\nrun {}: {} in {} · logs: airlock logs {} · files: {}\n",
+        report.run,
+        report.status,
+        seconds(Duration::from_millis(report.duration_ms)),
+        report.run,
+        run_dir.display()
+    ));
+    out
+}
+
+/// `1234 ms` -> `1.2s`.
+pub fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        let whole = d.as_secs();
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    }
+}

@@ -1,0 +1,150 @@
+//! The typed events of a run, and the bus that hands them to subscribers.
+//!
+//! Everything the engine does becomes an [`Event`]; the run record, the log
+//! files and the terminal are subscribers (the audit log and the monitor
+//! will be too). A job's output lines are not events: they travel to the
+//! same subscribers through [`Subscriber::output`], after redaction.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use state::{RunId, Status};
+
+/// Something that happened in a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The run was admitted and recorded.
+    RunStarted {
+        /// Run id.
+        run: RunId,
+        /// Pipeline name.
+        pipeline: String,
+        /// Jobs of the run, in topological order.
+        jobs: Vec<String>,
+    },
+    /// A job's sandbox is being created.
+    JobStarted {
+        /// Job id.
+        job: String,
+    },
+    /// The job's sandbox is up.
+    SandboxReady {
+        /// Job id.
+        job: String,
+        /// Time to create it.
+        #[serde(with = "millis")]
+        took: Duration,
+    },
+    /// A step began.
+    StepStarted {
+        /// Job id.
+        job: String,
+        /// 0-based step index.
+        index: usize,
+        /// Step name.
+        name: String,
+    },
+    /// A step ended.
+    StepFinished {
+        /// Job id.
+        job: String,
+        /// 0-based step index.
+        index: usize,
+        /// Step name.
+        name: String,
+        /// Outcome.
+        status: Status,
+        /// Exit code, when it exited.
+        exit_code: Option<i32>,
+        /// Wall time.
+        #[serde(with = "millis")]
+        took: Duration,
+    },
+    /// A job ended (its sandbox is gone).
+    JobFinished {
+        /// Job id.
+        job: String,
+        /// Outcome.
+        status: Status,
+        /// Exit code of the failing step, or 0.
+        exit_code: Option<i32>,
+        /// Why it did not succeed.
+        reason: Option<String>,
+        /// Wall time, sandbox included.
+        #[serde(with = "millis")]
+        took: Duration,
+    },
+    /// A job did not run because a job it needs did not succeed.
+    JobSkipped {
+        /// Job id.
+        job: String,
+        /// The need that failed.
+        because: String,
+    },
+    /// Processes of a job survived its teardown (never expected).
+    TeardownFailed {
+        /// Job id.
+        job: String,
+        /// Their host pids.
+        pids: Vec<i32>,
+    },
+    /// The run ended.
+    RunFinished {
+        /// Run id.
+        run: RunId,
+        /// Outcome.
+        status: Status,
+        /// Exit code of `airlock run`.
+        exit_code: i32,
+        /// Wall time.
+        #[serde(with = "millis")]
+        took: Duration,
+    },
+}
+
+/// Receives events and output lines. Called from job threads concurrently.
+pub trait Subscriber: Send + Sync {
+    /// An event happened.
+    fn event(&self, event: &Event);
+    /// A job wrote a line (without its newline; `partial` when the job has
+    /// not finished the line yet and it was flushed to keep output live).
+    fn output(&self, _job: &str, _line: &[u8], _partial: bool) {}
+}
+
+/// Hands every event to every subscriber, in order.
+#[derive(Default)]
+pub struct Bus<'a> {
+    subscribers: Vec<&'a dyn Subscriber>,
+}
+
+impl<'a> Bus<'a> {
+    /// A bus with these subscribers.
+    pub fn new(subscribers: Vec<&'a dyn Subscriber>) -> Bus<'a> {
+        Bus { subscribers }
+    }
+
+    /// Publishes an event.
+    pub fn emit(&self, event: Event) {
+        for s in &self.subscribers {
+            s.event(&event);
+        }
+    }
+
+    /// Publishes an output line.
+    pub fn output(&self, job: &str, line: &[u8], partial: bool) {
+        for s in &self.subscribers {
+            s.output(job, line, partial);
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}

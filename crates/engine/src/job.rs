@@ -1,0 +1,249 @@
+//! Running one job: sandbox, steps in order, artifacts, teardown.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sandbox::{CommandOutcome, Killer, Output, Sandbox, SandboxError};
+use state::Status;
+
+use crate::event::{Bus, Event};
+use crate::output::Lines;
+use crate::plan::JobPlan;
+
+/// How one job ended.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    /// Final status.
+    pub status: Status,
+    /// Exit code of the failing step, or 0 on success.
+    pub exit_code: Option<i32>,
+    /// Why it did not succeed.
+    pub reason: Option<String>,
+    /// The sandbox could not be created at all: a required isolation layer
+    /// is unavailable on this host (exit 3).
+    pub refused: bool,
+}
+
+/// What a job thread shares with the scheduler.
+pub(crate) struct JobContext<'a> {
+    pub bus: &'a Bus<'a>,
+    pub run: i64,
+    pub run_dir: &'a Path,
+    pub cancel: &'a AtomicBool,
+    /// Killers of the running sandboxes, so a cancel can stop them.
+    pub killers: &'a Mutex<Vec<(String, Killer)>>,
+}
+
+/// Runs `plan` to completion and publishes its events.
+pub(crate) fn run_job(plan: &JobPlan, ctx: &JobContext<'_>) -> JobOutcome {
+    let started = Instant::now();
+    ctx.bus.emit(Event::JobStarted {
+        job: plan.id.clone(),
+    });
+    let outcome = run_in_sandbox(plan, ctx, started);
+    ctx.bus.emit(Event::JobFinished {
+        job: plan.id.clone(),
+        status: outcome.status,
+        exit_code: outcome.exit_code,
+        reason: outcome.reason.clone(),
+        took: started.elapsed(),
+    });
+    outcome
+}
+
+fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> JobOutcome {
+    let deadline = started + plan.timeout;
+    let mut sandbox = match Sandbox::create(&plan.sandbox) {
+        Ok(s) => s,
+        Err(e) => {
+            let refused = matches!(e, SandboxError::Clone(_) | SandboxError::IdMap { .. });
+            return failed(None, format!("cannot create the sandbox: {e}"), refused);
+        }
+    };
+    ctx.bus.emit(Event::SandboxReady {
+        job: plan.id.clone(),
+        took: started.elapsed(),
+    });
+    if let Ok(killer) = sandbox.killer() {
+        if let Ok(mut k) = ctx.killers.lock() {
+            k.push((plan.id.clone(), killer));
+        }
+    }
+
+    let mut outcome = run_steps(&mut sandbox, plan, ctx, deadline);
+    if outcome.status == Status::Success && !plan.artifacts.is_empty() {
+        if let Err(e) = collect_artifacts(&sandbox, plan, ctx.run_dir) {
+            outcome = failed(None, format!("artifacts: {e}"), false);
+        }
+    }
+
+    if let Ok(mut k) = ctx.killers.lock() {
+        k.retain(|(id, _)| id != &plan.id);
+    }
+    match sandbox.destroy() {
+        Ok(report) if report.is_clean() => {}
+        Ok(report) => {
+            ctx.bus.emit(Event::TeardownFailed {
+                job: plan.id.clone(),
+                pids: report.leftover_pids.clone(),
+            });
+            outcome = failed(
+                outcome.exit_code,
+                format!(
+                    "teardown: {} process(es) of the job survived: {:?}",
+                    report.leftover_pids.len(),
+                    report.leftover_pids
+                ),
+                false,
+            );
+        }
+        Err(e) => outcome = failed(outcome.exit_code, format!("teardown: {e}"), false),
+    }
+    if ctx.cancel.load(Ordering::SeqCst) && outcome.status != Status::Success {
+        outcome.status = Status::Cancelled;
+        outcome.reason = Some("cancelled".into());
+    }
+    outcome
+}
+
+fn run_steps(
+    sandbox: &mut Sandbox,
+    plan: &JobPlan,
+    ctx: &JobContext<'_>,
+    deadline: Instant,
+) -> JobOutcome {
+    let job = plan.id.as_str();
+    let run_id = ctx.run.to_string();
+    for (index, step) in plan.steps.iter().enumerate() {
+        if ctx.cancel.load(Ordering::SeqCst) {
+            return JobOutcome {
+                status: Status::Cancelled,
+                exit_code: None,
+                reason: Some("cancelled".into()),
+                refused: false,
+            };
+        }
+        ctx.bus.emit(Event::StepStarted {
+            job: job.into(),
+            index,
+            name: step.name.clone(),
+        });
+        let step_started = Instant::now();
+        let step_deadline = match step.timeout {
+            Some(t) => deadline.min(step_started + t),
+            None => deadline,
+        };
+        let mut command = step.command.clone();
+        command.env.push(("AIRLOCK_RUN".into(), run_id.clone()));
+
+        let mut lines = Lines::default();
+        let mut emit = |line: &[u8], partial: bool| ctx.bus.output(job, line, partial);
+        let result = sandbox.run(&command, step_deadline, &mut |o| match o {
+            Output::Data(d) => lines.push(d, &mut emit),
+            Output::Idle => lines.idle(&mut emit),
+        });
+        lines.finish(&mut emit);
+
+        let (status, exit_code, reason) = match result {
+            Ok(CommandOutcome::Exited(0)) => (Status::Success, Some(0), None),
+            Ok(CommandOutcome::Exited(code)) => (
+                Status::Failed,
+                Some(code),
+                Some(format!("step {:?} exited with status {code}", step.name)),
+            ),
+            Ok(CommandOutcome::Signaled(sig)) => (
+                Status::Failed,
+                Some(128 + sig),
+                Some(format!("step {:?} was killed by signal {sig}", step.name)),
+            ),
+            Ok(CommandOutcome::TimedOut) => {
+                let reason = match step.timeout {
+                    Some(t) if step_deadline < deadline => {
+                        format!("step {:?} timed out after {}", step.name, human(t))
+                    }
+                    _ => format!("job timed out after {}", human(plan.timeout)),
+                };
+                (Status::Timeout, None, Some(reason))
+            }
+            Ok(CommandOutcome::SpawnFailed(e)) => (
+                Status::Failed,
+                None,
+                Some(format!("step {:?} could not start: {e}", step.name)),
+            ),
+            Err(e) => (Status::Failed, None, Some(format!("sandbox: {e}"))),
+        };
+        ctx.bus.emit(Event::StepFinished {
+            job: job.into(),
+            index,
+            name: step.name.clone(),
+            status,
+            exit_code,
+            took: step_started.elapsed(),
+        });
+        if status != Status::Success {
+            return JobOutcome {
+                status,
+                exit_code,
+                reason,
+                refused: false,
+            };
+        }
+    }
+    JobOutcome {
+        status: Status::Success,
+        exit_code: Some(0),
+        reason: None,
+        refused: false,
+    }
+}
+
+/// Copies the job's artifacts to `RUN_DIR/artifacts/JOB`, all or nothing:
+/// they land in a hidden directory first and are renamed into place.
+fn collect_artifacts(sandbox: &Sandbox, plan: &JobPlan, run_dir: &Path) -> Result<(), String> {
+    let base = run_dir.join("artifacts");
+    let partial = base.join(format!(".{}.partial", plan.id));
+    let done = base.join(&plan.id);
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let copied = sandbox::artifacts::copy_out(
+        &sandbox.root(),
+        &plan.sandbox.workdir,
+        &plan.artifacts,
+        &partial,
+    );
+    match copied {
+        Ok(_) => std::fs::rename(&partial, &done).map_err(|e| format!("{}: {e}", done.display())),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(e.to_string())
+        }
+    }
+}
+
+fn failed(exit_code: Option<i32>, reason: String, refused: bool) -> JobOutcome {
+    JobOutcome {
+        status: Status::Failed,
+        exit_code,
+        reason: Some(reason),
+        refused,
+    }
+}
+
+/// `90s` -> `1m30s`.
+pub(crate) fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}

@@ -1,0 +1,24 @@
+//! The job engine: admission, planning, scheduling, and running each job in
+//! its sandbox, with every step of the way published as an [`Event`].
+//!
+//! Data flows one way: `spec::Pipeline` -> [`plan::JobPlan`] -> sandbox ->
+//! output bytes -> lines -> subscribers (run record, log files, terminal).
+#![deny(missing_docs)]
+
+mod error;
+mod event;
+mod job;
+mod output;
+pub mod plan;
+mod record;
+mod run;
+
+pub use error::{EngineError, Refusal};
+pub use event::{Bus, Event, Subscriber};
+pub use job::JobOutcome;
+pub use output::Lines;
+pub use record::LogFiles;
+pub use run::{
+    run, JobReport, RunOptions, RunReport, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_JOB_FAILED, EXIT_OK,
+    EXIT_REFUSED,
+};

@@ -1,0 +1,166 @@
+//! From a validated pipeline to what the engine runs: admission checks, the
+//! sandbox shape and each step's exact command and environment.
+
+use std::time::Duration;
+
+use sandbox::{CommandSpec, SandboxConfig};
+use spec::{Image, Job, Network, Pipeline};
+
+use crate::error::Refusal;
+
+/// The shell every step runs in: `/bin/sh -e -c SCRIPT`, so the step fails
+/// at the first command that fails (outside conditionals, as POSIX `-e`
+/// says).
+pub const SHELL: [&str; 3] = ["/bin/sh", "-e", "-c"];
+
+/// `PATH` inside a job.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything needed to run one job.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    /// Job id.
+    pub id: String,
+    /// Jobs that must succeed first.
+    pub needs: Vec<String>,
+    /// The sandbox.
+    pub sandbox: SandboxConfig,
+    /// The steps, in order.
+    pub steps: Vec<StepPlan>,
+    /// Wall-clock limit of the whole job.
+    pub timeout: Duration,
+    /// Workspace paths to copy out.
+    pub artifacts: Vec<String>,
+}
+
+/// One step, ready to send to the sandbox.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    /// Display name.
+    pub name: String,
+    /// The command.
+    pub command: CommandSpec,
+    /// Per-step limit.
+    pub timeout: Option<Duration>,
+}
+
+/// Checks what this version can run, before anything runs. The order of
+/// checks is the order of the file, so the first problem reported is the
+/// first one a reader meets.
+pub fn admit(pipeline: &Pipeline, jobs: &[usize]) -> Result<(), Refusal> {
+    for &i in jobs {
+        let Some(job) = pipeline.jobs.get(i) else {
+            continue;
+        };
+        let at =
+            |loc: spec::Location| format!("{}:{}:{}", pipeline.file.display(), loc.line, loc.col);
+        if let Some(secret) = job.secrets.first() {
+            return Err(Refusal::BadInput(format!(
+                "{}: job {:?} asks for secret {:?}, which is not in the secret store (this version has no store yet)",
+                at(secret.location),
+                job.id,
+                secret.name
+            )));
+        }
+        if let Image::Oci(image) = &job.image {
+            return Err(Refusal::Unavailable(format!(
+                "{}: job {:?} asks for image {image:?}; only image: host is supported so far",
+                at(job.location),
+                job.id
+            )));
+        }
+        if let Network::Egress(_) = &job.network {
+            return Err(Refusal::Unavailable(format!(
+                "{}: job {:?} declares network egress, but the egress proxy is not available yet, and airlock does not open the network unfiltered",
+                at(job.location),
+                job.id
+            )));
+        }
+        let r = &job.resources;
+        for (key, set) in [
+            ("cpus", r.cpus.is_some()),
+            ("memory", r.memory.is_some()),
+            ("pids", r.pids.is_some()),
+        ] {
+            if set {
+                return Err(Refusal::Unavailable(format!(
+                    "{}: job {:?} sets resources.{key}, but cgroup limits are not enforced yet; airlock refuses rather than run without the limit",
+                    at(job.location),
+                    job.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the plan of one job (the run id is added to the environment when
+/// the job starts).
+pub fn plan_job(pipeline: &Pipeline, job: &Job) -> Result<JobPlan, Refusal> {
+    let mut base: Vec<(String, String)> = vec![
+        ("PATH".into(), PATH.into()),
+        ("HOME".into(), "/tmp".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("CI".into(), "true".into()),
+    ];
+    for (k, v) in pipeline.env.iter().chain(job.env.iter()) {
+        set(&mut base, k, v);
+    }
+    set(&mut base, "AIRLOCK", "true");
+    set(&mut base, "AIRLOCK_PIPELINE", &pipeline.name);
+    set(&mut base, "AIRLOCK_JOB", &job.id);
+    set(&mut base, "AIRLOCK_WORKSPACE", &job.workdir);
+
+    let mut steps = Vec::with_capacity(job.steps.len());
+    for (i, step) in job.steps.iter().enumerate() {
+        let mut env = base.clone();
+        set(&mut env, "AIRLOCK_STEP", &(i + 1).to_string());
+        let command = CommandSpec {
+            argv: SHELL
+                .iter()
+                .map(|s| (*s).to_string())
+                .chain([step.run.clone()])
+                .collect(),
+            env,
+            cwd: job.workdir.clone(),
+        };
+        let size = serde_json::to_vec(&command)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > sandbox::MAX_MESSAGE - 1024 {
+            return Err(Refusal::BadInput(format!(
+                "{}: step {} of job {:?} is too large ({size} bytes with its environment; the limit is {} bytes): move the script into a file under the source tree",
+                pipeline.file.display(),
+                i + 1,
+                job.id,
+                sandbox::MAX_MESSAGE - 1024
+            )));
+        }
+        steps.push(StepPlan {
+            name: step.name.clone(),
+            command,
+            timeout: step.timeout,
+        });
+    }
+    Ok(JobPlan {
+        id: job.id.clone(),
+        needs: job.needs.clone(),
+        sandbox: SandboxConfig {
+            hostname: format!("airlock-{}", job.id),
+            source: job.source.clone(),
+            workdir: job.workdir.clone(),
+            workspace_size: job.resources.disk,
+            tmp_size: job.resources.disk,
+        },
+        steps,
+        timeout: job.resources.timeout,
+        artifacts: job.artifacts.clone(),
+    })
+}
+
+fn set(env: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match env.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => env.push((key.to_string(), value.to_string())),
+    }
+}

@@ -1,0 +1,293 @@
+//! The scheduler: runs the selected jobs of a pipeline in dependency order,
+//! in parallel where the graph allows, and records everything.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use spec::Pipeline;
+use state::{NewJob, NewRun, RunId, Status, Store};
+
+use crate::error::{EngineError, Refusal};
+use crate::event::{Bus, Event, Subscriber};
+use crate::job::{run_job, JobContext, JobOutcome};
+use crate::plan::{admit, plan_job, JobPlan};
+use crate::record::{LogFiles, Recorder};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run only these jobs and what they need (all when empty).
+    pub jobs: Vec<String>,
+    /// Most jobs running at once (at least 1).
+    pub parallel: usize,
+}
+
+/// Exit code of `airlock run` when every job succeeded.
+pub const EXIT_OK: i32 = 0;
+/// A job failed, timed out, was skipped or cancelled.
+pub const EXIT_JOB_FAILED: i32 = 1;
+/// Bad input: invalid pipeline, unknown secret, bad flag.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// Refused: a required isolation layer is unavailable, or policy denied.
+pub const EXIT_REFUSED: i32 = 3;
+/// Internal error.
+pub const EXIT_INTERNAL: i32 = 70;
+
+/// The result of a run, as `airlock run --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Run id.
+    pub run: RunId,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Final status.
+    pub status: Status,
+    /// Exit code of `airlock run`.
+    pub exit_code: i32,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Jobs in the order they were scheduled.
+    pub jobs: Vec<JobReport>,
+}
+
+/// One job's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    /// Job id.
+    pub id: String,
+    /// Final status.
+    pub status: Status,
+    /// Exit code of the failing step, or 0.
+    pub exit_code: Option<i32>,
+    /// Why it did not succeed.
+    pub reason: Option<String>,
+    /// Wall time in milliseconds (0 if it did not run).
+    pub duration_ms: u64,
+}
+
+/// Runs `pipeline` and records it in `store`. `subscribers` see every event
+/// and output line (the terminal display, for instance). `cancel` stops the
+/// run: running sandboxes are killed, pending jobs are not started.
+pub fn run(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    store: &Store,
+    subscribers: &[&dyn Subscriber],
+    cancel: &AtomicBool,
+) -> Result<RunReport, EngineError> {
+    let order = if options.jobs.is_empty() {
+        pipeline.topo_order()
+    } else {
+        pipeline
+            .select(&options.jobs)
+            .map_err(|e| Refusal::BadInput(e.to_string()))?
+    };
+    admit(pipeline, &order)?;
+    let plans = order
+        .iter()
+        .filter_map(|&i| pipeline.jobs.get(i))
+        .map(|job| plan_job(pipeline, job))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let run = store.begin_run(&NewRun {
+        pipeline: pipeline.name.clone(),
+        file: pipeline.file.clone(),
+        jobs: plans
+            .iter()
+            .map(|p| NewJob {
+                id: p.id.clone(),
+                needs: p.needs.clone(),
+                steps: p.steps.iter().map(|s| s.name.clone()).collect(),
+            })
+            .collect(),
+    })?;
+    let run_dir = store.run_dir(run);
+    let logs = LogFiles::new(&run_dir.join("logs"));
+    let recorder = Recorder {
+        store,
+        run,
+        logs: &logs,
+        artifacts: plans
+            .iter()
+            .map(|p| (p.id.clone(), p.artifacts.clone()))
+            .collect(),
+        error: Mutex::new(None),
+    };
+    let mut all: Vec<&dyn Subscriber> = vec![&recorder, &logs];
+    all.extend_from_slice(subscribers);
+    let bus = Bus::new(all);
+
+    let started = Instant::now();
+    bus.emit(Event::RunStarted {
+        run,
+        pipeline: pipeline.name.clone(),
+        jobs: plans.iter().map(|p| p.id.clone()).collect(),
+    });
+    let ctx = JobContext {
+        bus: &bus,
+        run,
+        run_dir: &run_dir,
+        cancel,
+        killers: &Mutex::new(Vec::new()),
+    };
+    let outcomes = schedule(&plans, options.parallel.max(1), &ctx)?;
+
+    let mut jobs = Vec::with_capacity(plans.len());
+    let mut refused = false;
+    for plan in &plans {
+        let (outcome, took) = outcomes.get(&plan.id).cloned().unwrap_or_else(|| {
+            (
+                JobOutcome {
+                    status: Status::Cancelled,
+                    exit_code: None,
+                    reason: Some("cancelled".into()),
+                    refused: false,
+                },
+                Duration::ZERO,
+            )
+        });
+        refused |= outcome.refused;
+        jobs.push(JobReport {
+            id: plan.id.clone(),
+            status: outcome.status,
+            exit_code: outcome.exit_code,
+            reason: outcome.reason,
+            duration_ms: millis(took),
+        });
+    }
+    let all_ok = jobs.iter().all(|j| j.status == Status::Success);
+    let (status, exit_code) = if all_ok {
+        (Status::Success, EXIT_OK)
+    } else if cancel.load(Ordering::SeqCst) {
+        (Status::Cancelled, EXIT_JOB_FAILED)
+    } else if refused {
+        (Status::Failed, EXIT_REFUSED)
+    } else {
+        (Status::Failed, EXIT_JOB_FAILED)
+    };
+    let took = started.elapsed();
+    bus.emit(Event::RunFinished {
+        run,
+        status,
+        exit_code,
+        took,
+    });
+    if let Some(e) = recorder.error.lock().ok().and_then(|mut e| e.take()) {
+        return Err(EngineError::State(e));
+    }
+    Ok(RunReport {
+        run,
+        pipeline: pipeline.name.clone(),
+        status,
+        exit_code,
+        duration_ms: millis(took),
+        jobs,
+    })
+}
+
+/// Where a job stands in the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Waiting,
+    Running,
+    Done(Status),
+}
+
+/// Starts every job whose needs have succeeded, at most `parallel` at a
+/// time, marks as skipped every job with a need that did not succeed, and
+/// returns when nothing is left to start or running.
+fn schedule(
+    plans: &[JobPlan],
+    parallel: usize,
+    ctx: &JobContext<'_>,
+) -> Result<HashMap<String, (JobOutcome, Duration)>, EngineError> {
+    let mut slots: HashMap<&str, Slot> = plans
+        .iter()
+        .map(|p| (p.id.as_str(), Slot::Waiting))
+        .collect();
+    let mut outcomes = HashMap::new();
+    let (done_tx, done_rx) = mpsc::channel::<(String, JobOutcome, Duration)>();
+    std::thread::scope(|scope| -> Result<(), EngineError> {
+        let mut running = 0usize;
+        let mut cancelled = false;
+        loop {
+            if !cancelled && ctx.cancel.load(Ordering::SeqCst) {
+                cancelled = true;
+                if let Ok(k) = ctx.killers.lock() {
+                    for (_, killer) in k.iter() {
+                        killer.kill();
+                    }
+                }
+            }
+            // Skip what can no longer run; start what can.
+            for plan in plans {
+                if slots.get(plan.id.as_str()) != Some(&Slot::Waiting) {
+                    continue;
+                }
+                let failed_need = plan.needs.iter().find(|n| {
+                    matches!(slots.get(n.as_str()), Some(Slot::Done(s)) if *s != Status::Success)
+                });
+                if let Some(need) = failed_need {
+                    let because = format!("needs {need:?}, which did not succeed");
+                    ctx.bus.emit(Event::JobSkipped {
+                        job: plan.id.clone(),
+                        because: because.clone(),
+                    });
+                    slots.insert(&plan.id, Slot::Done(Status::Skipped));
+                    outcomes.insert(
+                        plan.id.clone(),
+                        (
+                            JobOutcome {
+                                status: Status::Skipped,
+                                exit_code: None,
+                                reason: Some(because),
+                                refused: false,
+                            },
+                            Duration::ZERO,
+                        ),
+                    );
+                    continue;
+                }
+                let ready = plan
+                    .needs
+                    .iter()
+                    .all(|n| slots.get(n.as_str()) == Some(&Slot::Done(Status::Success)));
+                if ready && running < parallel && !cancelled {
+                    slots.insert(&plan.id, Slot::Running);
+                    running += 1;
+                    let tx = done_tx.clone();
+                    std::thread::Builder::new()
+                        .name(format!("job-{}", plan.id))
+                        .spawn_scoped(scope, move || {
+                            let started = Instant::now();
+                            let outcome = run_job(plan, ctx);
+                            let _ = tx.send((plan.id.clone(), outcome, started.elapsed()));
+                        })
+                        .map_err(EngineError::Thread)?;
+                }
+            }
+            if running == 0 {
+                return Ok(());
+            }
+            match done_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok((id, outcome, took)) => {
+                    running -= 1;
+                    if let Some(slot) = slots.get_mut(id.as_str()) {
+                        *slot = Slot::Done(outcome.status);
+                    }
+                    outcomes.insert(id, (outcome, took));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+        }
+    })?;
+    Ok(outcomes)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
