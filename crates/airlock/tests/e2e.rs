@@ -1,0 +1,428 @@
+//! End-to-end tests: the real `airlock` binary, real sandboxes, a fresh
+//! state directory per test. Run as root or with unprivileged user
+//! namespaces.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_airlock");
+
+/// A state directory and a scratch directory for pipeline files.
+struct World {
+    home: tempfile::TempDir,
+    files: tempfile::TempDir,
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            home: tempfile::tempdir().unwrap(),
+            files: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Writes a pipeline file and returns its path.
+    fn pipeline(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn airlock(&self, args: &[&str]) -> Ran {
+        let out = self.command(args).output().unwrap();
+        ran(out)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--home").arg(self.home.path()).args(args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn run_json(&self, file: &Path, extra: &[&str]) -> (Ran, Value) {
+        let mut args = vec!["run", file.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let r = self.airlock(&args);
+        let doc = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", r.stdout, r.stderr));
+        (r, doc)
+    }
+
+    fn show(&self, run: &str) -> Value {
+        let r = self.airlock(&["runs", "show", run, "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+}
+
+fn ran(out: Output) -> Ran {
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn job<'a>(doc: &'a Value, id: &str) -> &'a Value {
+    doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id)
+        .unwrap_or_else(|| panic!("no job {id} in {doc}"))
+}
+
+/// Host pids whose command line contains `marker`.
+fn host_processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(marker) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Declares one end-to-end case.
+macro_rules! e2e {
+    ($name:ident, $body:expr) => {
+        #[test]
+        fn $name() {
+            let world = World::new();
+            let f: fn(&World) = $body;
+            f(&world);
+        }
+    };
+}
+
+e2e!(demo_succeeds_with_artifact_and_record, |w| {
+    let demo = repo().join("examples/demo/airlock.yml");
+    let r = w.airlock(&["run", demo.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("build │ hello, airlock"), "{}", r.stdout);
+    assert!(r.stdout.contains("run 1: success"), "{}", r.stdout);
+    let hello = w.home.path().join("runs/1/artifacts/build/hello");
+    let out = Command::new(&hello).arg("e2e").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, e2e\n");
+    let show = w.show("1");
+    assert_eq!(show["status"], "success");
+    assert_eq!(show["exit_code"], 0);
+    assert_eq!(job(&show, "build")["steps"].as_array().unwrap().len(), 2);
+    let logs = w.airlock(&["logs", "1/build"]);
+    assert!(logs.stdout.contains("hello, airlock"), "{}", logs.stdout);
+    let list = w.airlock(&["runs", "list", "--json"]);
+    let list: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list[0]["id"], 1);
+});
+
+e2e!(failing_step_exits_1_and_skips_dependants, |w| {
+    let failing = repo().join("examples/failing/airlock.yml");
+    let (r, doc) = w.run_json(&failing, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(doc["status"], "failed");
+    let compile = job(&doc, "compile");
+    assert_eq!(compile["status"], "failed");
+    assert_eq!(compile["exit_code"], 1);
+    assert!(compile["reason"]
+        .as_str()
+        .unwrap()
+        .contains("exited with status 1"));
+    assert_eq!(job(&doc, "test")["status"], "skipped");
+    assert_eq!(job(&doc, "docs")["status"], "success");
+    // The compiler's message reached the log, and no artifact was kept.
+    let logs = w.airlock(&["logs", "1/compile"]);
+    assert!(
+        logs.stdout.contains("undeclared_variable"),
+        "{}",
+        logs.stdout
+    );
+    assert!(!w.home.path().join("runs/1/artifacts/compile").exists());
+    assert_eq!(w.show("1")["jobs"][1]["status"], "skipped");
+});
+
+e2e!(invalid_pipeline_exits_2_with_position, |w| {
+    let bad = w.pipeline("bad.yml", "version: 1\njobs:\n  build:\n    stpes: []\n");
+    let r = w.airlock(&["run", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    let want = format!("{}:4:5: unknown key \"stpes\"", bad.display());
+    assert!(r.stderr.contains(&want), "{}", r.stderr);
+    let v = w.airlock(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(v.code, 2);
+    assert!(v.stderr.contains(&want), "{}", v.stderr);
+    // Nothing was recorded for a pipeline that never started.
+    let list = w.airlock(&["runs", "list", "--json"]);
+    assert_eq!(list.stdout.trim(), "[]");
+});
+
+e2e!(bad_flags_and_unknown_jobs_exit_2, |w| {
+    let ok = w.pipeline("ok.yml", "version: 1\njobs:\n  a:\n    steps: [\"true\"]\n");
+    assert_eq!(w.airlock(&["run", "--no-such-flag"]).code, 2);
+    assert_eq!(
+        w.airlock(&["run", ok.to_str().unwrap(), "--parallel", "0"])
+            .code,
+        2
+    );
+    let r = w.airlock(&["run", ok.to_str().unwrap(), "--job", "nope"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("nope"), "{}", r.stderr);
+    let missing = w.airlock(&["run", "/nonexistent/airlock.yml"]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+});
+
+e2e!(unknown_secret_exits_2_before_anything_runs, |w| {
+    let file = w.pipeline(
+        "s.yml",
+        "version: 1\njobs:\n  a:\n    secrets: [DEPLOY_TOKEN]\n    steps: [\"touch /tmp/ran\"]\n",
+    );
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("s.yml:4:15"), "{}", r.stderr);
+    assert!(r.stderr.contains("DEPLOY_TOKEN"), "{}", r.stderr);
+    assert_eq!(w.airlock(&["runs", "list", "--json"]).stdout.trim(), "[]");
+});
+
+e2e!(unavailable_layers_exit_3, |w| {
+    let egress = w.pipeline(
+        "egress.yml",
+        "version: 1\njobs:\n  a:\n    network: { egress: [\"example.org:443\"] }\n    steps: [\"true\"]\n",
+    );
+    let r = w.airlock(&["run", egress.to_str().unwrap()]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("egress"), "{}", r.stderr);
+    let memory = w.pipeline(
+        "memory.yml",
+        "version: 1\njobs:\n  a:\n    resources: { memory: 512MiB }\n    steps: [\"true\"]\n",
+    );
+    let r = w.airlock(&["run", memory.to_str().unwrap()]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("resources.memory"), "{}", r.stderr);
+});
+
+e2e!(unusable_state_directory_exits_70, |w| {
+    let ok = w.pipeline("ok.yml", "version: 1\njobs:\n  a:\n    steps: [\"true\"]\n");
+    let file = w.files.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(BIN)
+        .arg("--home")
+        .arg(file.join("home"))
+        .args(["run", ok.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let r = ran(out);
+    assert_eq!(r.code, 70, "{}", r.stderr);
+    assert!(r.stderr.contains("internal error"), "{}", r.stderr);
+});
+
+e2e!(daemon_does_not_outlive_its_job, |w| {
+    let marker = "654321.75";
+    let file = w.pipeline(
+        "daemon.yml",
+        &format!(
+            "version: 1\njobs:\n  a:\n    steps:\n      - run: |\n          setsid nohup sleep {marker} >/dev/null 2>&1 &\n          until grep -qs {marker} /proc/[0-9]*/cmdline; do sleep 0.01; done\n          echo daemon started\n"
+        ),
+    );
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("daemon started"));
+    assert_eq!(host_processes_with(marker), Vec::<i32>::new());
+});
+
+e2e!(step_timeout_kills_the_tree, |w| {
+    let marker = "543210.25";
+    let file = w.pipeline(
+        "timeout.yml",
+        &format!(
+            "version: 1\njobs:\n  slow:\n    steps:\n      - run: \"sleep {marker} & sleep {marker}\"\n        timeout: 1s\n      - run: echo never\n"
+        ),
+    );
+    let started = Instant::now();
+    let (r, doc) = w.run_json(&file, &[]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let slow = job(&doc, "slow");
+    assert_eq!(slow["status"], "timeout");
+    assert!(
+        slow["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{slow}"
+    );
+    assert_eq!(host_processes_with(marker), Vec::<i32>::new());
+    let show = w.show("1");
+    let steps = job(&show, "slow")["steps"].as_array().unwrap().clone();
+    assert_eq!(steps[0]["status"], "timeout");
+    assert_eq!(steps[1]["status"], "skipped");
+});
+
+e2e!(job_timeout_applies_across_steps, |w| {
+    let file = w.pipeline(
+        "jobtimeout.yml",
+        "version: 1\njobs:\n  slow:\n    resources: { timeout: 1s }\n    steps: [\"sleep 0.3\", \"sleep 0.3\", \"sleep 30\"]\n",
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 1);
+    let slow = job(&doc, "slow");
+    assert_eq!(slow["status"], "timeout");
+    assert!(
+        slow["reason"]
+            .as_str()
+            .unwrap()
+            .contains("job timed out after 1s"),
+        "{slow}"
+    );
+});
+
+e2e!(independent_jobs_overlap_and_needs_wait, |w| {
+    let file = w.pipeline(
+        "parallel.yml",
+        "version: 1\njobs:\n  a:\n    steps: [\"sleep 1\"]\n  b:\n    steps: [\"sleep 1\"]\n  c:\n    needs: [a, b]\n    steps: [\"true\"]\n",
+    );
+    let (r, _) = w.run_json(&file, &["--parallel", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let show = w.show("1");
+    let at = |id: &str, key: &str| job(&show, id)[key].as_str().unwrap().to_string();
+    // RFC 3339 UTC timestamps with milliseconds compare as strings.
+    assert!(at("a", "started_at") < at("b", "finished_at"), "{show}");
+    assert!(at("b", "started_at") < at("a", "finished_at"), "{show}");
+    assert!(at("c", "started_at") >= at("a", "finished_at"), "{show}");
+    assert!(at("c", "started_at") >= at("b", "finished_at"), "{show}");
+});
+
+e2e!(parallel_one_serialises, |w| {
+    let file = w.pipeline(
+        "serial.yml",
+        "version: 1\njobs:\n  a:\n    steps: [\"sleep 0.3\"]\n  b:\n    steps: [\"sleep 0.3\"]\n",
+    );
+    let (r, _) = w.run_json(&file, &["--parallel", "1"]);
+    assert_eq!(r.code, 0);
+    let show = w.show("1");
+    let at = |id: &str, key: &str| job(&show, id)[key].as_str().unwrap().to_string();
+    let (a, b) = (("a", "started_at"), ("b", "started_at"));
+    let first_end = if at(a.0, a.1) < at(b.0, b.1) {
+        at("a", "finished_at")
+    } else {
+        at("b", "finished_at")
+    };
+    let second_start = at(a.0, a.1).max(at(b.0, b.1));
+    assert!(second_start >= first_end, "{show}");
+});
+
+e2e!(job_selection_runs_needs_only, |w| {
+    let demo = repo().join("examples/demo/airlock.yml");
+    let (r, doc) = w.run_json(&demo, &["--job", "build"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ids: Vec<&str> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["lint", "build"]);
+});
+
+e2e!(environment_is_clean_and_layered, |w| {
+    let file = w.pipeline(
+        "env.yml",
+        "version: 1\nname: envtest\nenv: { A: pipeline, B: pipeline }\njobs:\n  j:\n    env: { B: job }\n    steps: [\"env | sort\"]\n",
+    );
+    std::env::set_var("AIRLOCK_TEST_HOST_VAR", "leak");
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for want in [
+        "A=pipeline",
+        "B=job",
+        "AIRLOCK_JOB=j",
+        "AIRLOCK_PIPELINE=envtest",
+        "AIRLOCK_RUN=1",
+        "CI=true",
+    ] {
+        assert!(
+            r.stdout.contains(&format!("│ {want}")),
+            "{want} missing: {}",
+            r.stdout
+        );
+    }
+    assert!(
+        !r.stdout.contains("AIRLOCK_TEST_HOST_VAR"),
+        "host environment leaked"
+    );
+});
+
+e2e!(terminal_escapes_from_jobs_are_neutralised, |w| {
+    let file = w.pipeline(
+        "esc.yml",
+        "version: 1\njobs:\n  j:\n    steps: [\"printf 'a\\\\033]52;c;ZXZpbA==\\\\007b\\\\n'\"]\n",
+    );
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        !r.stdout.contains('\x1b'),
+        "raw escape reached the terminal: {:?}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("a\\x1b]52;c;ZXZpbA==\\u{7}b"),
+        "{:?}",
+        r.stdout
+    );
+});
+
+e2e!(killed_runner_leaves_nothing_and_run_is_lost, |w| {
+    let marker = "432109.5";
+    let file = w.pipeline(
+        "crash.yml",
+        &format!("version: 1\njobs:\n  a:\n    steps: [\"sleep {marker}\"]\n"),
+    );
+    let mut child = w
+        .command(&["run", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host_processes_with(marker).is_empty() {
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The parent-death signal takes the sandbox down with its runner.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !host_processes_with(marker).is_empty() {
+        assert!(Instant::now() < deadline, "the job outlived its runner");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let list = w.airlock(&["runs", "list", "--json"]);
+    assert!(list.stderr.contains("marked lost"), "{}", list.stderr);
+    let list: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list[0]["status"], "lost");
+});
