@@ -426,3 +426,55 @@ e2e!(killed_runner_leaves_nothing_and_run_is_lost, |w| {
     let list: Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(list[0]["status"], "lost");
 });
+
+e2e!(demo_runs_rootless_as_an_unprivileged_user, |w| {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !running_as_root() {
+        // Already unprivileged: every other test here is the rootless test.
+        return;
+    }
+    // Everything the unprivileged user touches must be theirs or readable.
+    let open = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(w.files.path(), 0o755);
+    let bin = w.files.path().join("airlock");
+    std::fs::copy(BIN, &bin).unwrap();
+    open(&bin, 0o755);
+    let demo = w.files.path().join("demo");
+    std::fs::create_dir(&demo).unwrap();
+    for f in ["airlock.yml", "hello.c"] {
+        std::fs::copy(repo().join("examples/demo").join(f), demo.join(f)).unwrap();
+        open(&demo.join(f), 0o644);
+    }
+    open(&demo, 0o755);
+    let home = w.files.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    let out = Command::new(&bin)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env("HOME", &home)
+        .arg("--home")
+        .arg(&home)
+        .args(["run", demo.join("airlock.yml").to_str().unwrap(), "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let r = ran(out);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["status"], "success");
+    assert!(home.join("runs/1/artifacts/build/hello").exists());
+});
+
+const NOBODY: u32 = 65534;
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+}
