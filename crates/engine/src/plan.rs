@@ -151,6 +151,7 @@ pub fn plan_job(pipeline: &Pipeline, job: &Job) -> Result<JobPlan, Refusal> {
             workdir: job.workdir.clone(),
             workspace_size: job.resources.disk,
             tmp_size: job.resources.disk,
+            layers: sandbox::Layers::default(),
         },
         steps,
         timeout: job.resources.timeout,

@@ -18,6 +18,52 @@ pub struct SandboxConfig {
     pub workspace_size: u64,
     /// Size limit of the `/tmp` tmpfs, in bytes.
     pub tmp_size: u64,
+    /// Which hardening layers to apply (all by default).
+    #[serde(default)]
+    pub layers: Layers,
+}
+
+/// The hardening layers applied inside the sandbox on top of the namespaces
+/// and the read-only root. All are on by default; turning one off is for
+/// tests that prove the layer matters, and for an operator's explicit,
+/// recorded choice of a degraded mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layers {
+    /// The seccomp-bpf deny list (`resources/seccomp/`).
+    pub seccomp: bool,
+    /// Landlock file system rules and IPC scoping.
+    pub landlock: bool,
+    /// Drop every capability, lock root out of them, set no_new_privs.
+    pub capabilities: bool,
+    /// rlimits: core 0, nofile, nproc, fsize.
+    pub rlimits: bool,
+    /// Mask sensitive `/proc` files, make `/proc/sys` and friends read-only.
+    pub proc_masking: bool,
+}
+
+impl Default for Layers {
+    fn default() -> Self {
+        Layers {
+            seccomp: true,
+            landlock: true,
+            capabilities: true,
+            rlimits: true,
+            proc_masking: true,
+        }
+    }
+}
+
+impl Layers {
+    /// Each layer with its name, for reports.
+    pub fn named(&self) -> [(&'static str, bool); 5] {
+        [
+            ("seccomp", self.seccomp),
+            ("landlock", self.landlock),
+            ("capabilities", self.capabilities),
+            ("rlimits", self.rlimits),
+            ("proc_masking", self.proc_masking),
+        ]
+    }
 }
 
 /// One command to run inside a live sandbox.

@@ -14,10 +14,11 @@ use std::process::{Command, Stdio};
 use rustix::io::Errno;
 use rustix::process::{Pid, WaitOptions};
 
-use crate::config::CommandSpec;
+use crate::config::{CommandSpec, SandboxConfig};
 use crate::proto::{self, FromInit, ToInit, MAX_MESSAGE};
-use crate::rootfs;
+use crate::rootfs::{self, SetupError};
 use crate::spawn::CONTROL_FD;
+use crate::{caps, landlock, rlimits, seccomp};
 
 /// argv[0] under which the runner's binary acts as the sandbox init.
 pub const INIT_ARGV0: &str = "airlock-sandbox-init";
@@ -44,7 +45,7 @@ fn run() -> i32 {
 
     match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
         Ok(Some((ToInit::Setup(config), _))) => {
-            if let Err(e) = rootfs::setup(&config) {
+            if let Err(e) = rootfs::setup(&config).and_then(|()| harden(&config)) {
                 let _ = proto::send(
                     control.as_fd(),
                     &FromInit::SetupFailed {
@@ -74,6 +75,41 @@ fn run() -> i32 {
             return 4;
         }
     }
+}
+
+/// Applies the hardening layers to the init itself, after the file system
+/// is built: every command it starts inherits them. Order matters: rlimits
+/// and capabilities first (dropping capabilities needs CAP_SETPCAP, which
+/// is gone afterwards), then Landlock and seccomp, which need only
+/// no_new_privs.
+fn harden(config: &SandboxConfig) -> Result<(), SetupError> {
+    let layers = config.layers;
+    let step = |stage: &str, r: Result<(), String>| {
+        r.map_err(|error| SetupError {
+            stage: stage.into(),
+            error,
+        })
+    };
+    if layers.rlimits {
+        step("rlimits", rlimits::apply(config))?;
+    }
+    if layers.capabilities {
+        step("capabilities", caps::drop_all())?;
+    } else {
+        // Landlock and seccomp need no_new_privs (or CAP_SYS_ADMIN).
+        step(
+            "no_new_privs",
+            rustix::thread::set_no_new_privs(true).map_err(|e| e.to_string()),
+        )?;
+    }
+    if layers.landlock {
+        step("landlock", landlock::apply(config))?;
+    }
+    if layers.seccomp {
+        let programs = seccomp::compile();
+        step("seccomp", programs.and_then(|p| seccomp::apply(&p)))?;
+    }
+    Ok(())
 }
 
 /// Runs one command with `output` as its stdout and stderr; waits for it.

@@ -10,16 +10,20 @@
 #![deny(missing_docs)]
 
 pub mod artifacts;
+mod caps;
 mod config;
 mod error;
 mod init;
+mod landlock;
 mod netns;
 mod proto;
+mod rlimits;
 mod rootfs;
+pub mod seccomp;
 mod spawn;
 mod teardown;
 
-pub use config::{CommandSpec, SandboxConfig};
+pub use config::{CommandSpec, Layers, SandboxConfig};
 pub use error::SandboxError;
 pub use init::{run_if_init, INIT_ARGV0};
 pub use proto::MAX_MESSAGE;

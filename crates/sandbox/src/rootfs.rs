@@ -104,6 +104,9 @@ pub(crate) fn setup(config: &SandboxConfig) -> Result<()> {
     source(config)?;
     scratch_dirs(config)?;
     proc()?;
+    if config.layers.proc_masking {
+        mask_proc()?;
+    }
     dev()?;
 
     rustix::system::sethostname(config.hostname.as_bytes())
@@ -227,6 +230,67 @@ fn proc() -> Result<()> {
         None,
     )
     .map_err(|e| fail("mount /proc", e))
+}
+
+/// `/proc` files that leak host or kernel state, covered with `/dev/null`
+/// (after Docker's and runc's masked paths, plus the kernel symbol table
+/// and log).
+const PROC_MASKED_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "key-users",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "kallsyms",
+    "kmsg",
+    "sysrq-trigger",
+    "config.gz",
+    "modules",
+    "vmallocinfo",
+    "slabinfo",
+];
+
+/// `/proc` directories with hardware details, covered with an empty
+/// read-only tmpfs.
+const PROC_MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi", "driver"];
+
+/// `/proc` trees that stay readable but become read-only.
+const PROC_READ_ONLY: &[&str] = &["sys", "bus", "fs", "irq"];
+
+fn mask_proc() -> Result<()> {
+    let null = format!("{OLD}/dev/null");
+    for name in PROC_MASKED_FILES {
+        let target = format!("{NEW}/proc/{name}");
+        if Path::new(&target).exists() {
+            rustix::mount::mount_bind(null.as_str(), target.as_str())
+                .map_err(|e| fail(format!("mask /proc/{name}"), e))?;
+            // nodev too: opening the masked file fails outright.
+            set_attr(
+                &target,
+                ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC,
+                false,
+            )?;
+        }
+    }
+    for name in PROC_MASKED_DIRS {
+        let target = format!("{NEW}/proc/{name}");
+        if Path::new(&target).is_dir() {
+            tmpfs(
+                &target,
+                "mode=0555,size=4k",
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            )?;
+        }
+    }
+    for name in PROC_READ_ONLY {
+        let target = format!("{NEW}/proc/{name}");
+        if Path::new(&target).exists() {
+            bind_ro(&target, &target, true)?;
+        }
+    }
+    Ok(())
 }
 
 fn dev() -> Result<()> {

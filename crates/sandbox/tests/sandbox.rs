@@ -47,6 +47,7 @@ fn job() -> Result<Job, Failed> {
         workdir: "/workspace".into(),
         workspace_size: 64 << 20,
         tmp_size: 64 << 20,
+        layers: sandbox::Layers::default(),
     };
     let sandbox = Sandbox::create(&config)?;
     Ok(Job {
