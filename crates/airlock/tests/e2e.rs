@@ -94,7 +94,7 @@ fn host_processes_with(marker: &str) -> Vec<i32> {
         else {
             continue;
         };
-        if pid == std::process::id() as i32 {
+        if u32::try_from(pid).ok() == Some(std::process::id()) {
             continue;
         }
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
