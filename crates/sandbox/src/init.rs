@@ -37,6 +37,9 @@ fn run() -> i32 {
     // Own session: no terminal signals from the runner's terminal reach the
     // job, and nothing can TIOCSTI into it.
     let _ = rustix::process::setsid();
+    // Not dumpable: the job runs as the same user, but cannot read the
+    // init's memory, environment or fds through /proc/1, nor ptrace it.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     close_inherited_fds();
     // SAFETY: the runner placed the control socket at fd 3 just before exec
     // (spawn::child_after_clone) and nothing else owns that fd.
