@@ -128,6 +128,11 @@ pub struct NewRun {
     pub file: PathBuf,
     /// The jobs that will run, in the order they should be listed.
     pub jobs: Vec<NewJob>,
+    /// The isolation layers that run degraded by the operator's explicit
+    /// choice, one human-readable line each (e.g. "cgroups: not available to
+    /// an unprivileged user; allowed by --allow-degraded cgroups"); empty
+    /// when every layer is in force.
+    pub degraded: Vec<String>,
 }
 
 /// A job of a [`NewRun`].
@@ -186,6 +191,9 @@ pub struct RunSummary {
     pub jobs_failed: usize,
     /// How many ended `Skipped`.
     pub jobs_skipped: usize,
+    /// See [`NewRun::degraded`]; empty for runs recorded before this was
+    /// kept.
+    pub degraded: Vec<String>,
 }
 
 /// Everything recorded about one run: `airlock runs show`.

@@ -73,6 +73,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, idx)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 2: the isolation layers a run ran without, by the operator's choice:
+    // a JSON array of strings, one line per layer. Older runs get `[]`.
+    r"
+    ALTER TABLE runs ADD COLUMN degraded TEXT NOT NULL DEFAULT '[]';
+    ",
 ];
 
 /// The schema version this build writes.

@@ -91,8 +91,9 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.sql("begin a transaction"))?;
         tx.execute(
-            "INSERT INTO runs (pipeline, file, status, started_at, runner_pid, runner_start_time, runner_boot_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO runs (pipeline, file, status, started_at, runner_pid, runner_start_time, runner_boot_id,
+                               degraded)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 run.pipeline,
                 SqlPath(&run.file),
@@ -100,7 +101,8 @@ impl Store {
                 now,
                 runner.pid,
                 start_time,
-                runner.boot_id
+                runner.boot_id,
+                JsonList(&run.degraded)
             ],
         )
         .map_err(self.sql("record run"))?;
@@ -554,7 +556,8 @@ const SUMMARY_SELECT: &str = "
            count(j.id),
            coalesce(sum(j.status = 'success'), 0),
            coalesce(sum(j.status IN ('failed', 'timeout', 'lost', 'cancelled')), 0),
-           coalesce(sum(j.status = 'skipped'), 0)
+           coalesce(sum(j.status = 'skipped'), 0),
+           r.degraded
     FROM runs r LEFT JOIN jobs j ON j.run_id = r.id";
 
 fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
@@ -573,6 +576,7 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
         jobs_succeeded: get_usize(row, 8)?,
         jobs_failed: get_usize(row, 9)?,
         jobs_skipped: get_usize(row, 10)?,
+        degraded: row.get::<_, JsonColumn>(11)?.0,
     })
 }
 

@@ -32,6 +32,7 @@ fn run(pipeline: &str, jobs: Vec<NewJob>) -> NewRun {
         pipeline: pipeline.into(),
         file: PathBuf::from(format!("/src/{pipeline}/airlock.yml")),
         jobs,
+        degraded: Vec::new(),
     }
 }
 
@@ -80,15 +81,23 @@ fn empty_store() {
 fn get_run_returns_exactly_what_was_written() {
     let (_dir, store) = home();
     let before = Timestamp::now();
+    let degraded = vec![
+        "cgroups: not available to an unprivileged user; allowed by --allow-degraded cgroups"
+            .to_owned(),
+        "seccomp: \"quoted\", [bracketed] and non-ASCII \u{e9} text survive".to_owned(),
+    ];
     let id = store
-        .begin_run(&run(
-            "demo",
-            vec![
-                job("lint", &[], &["fmt", "clippy"]),
-                job("build", &["lint"], &["compile", "link", "strip"]),
-                job("deploy", &["build", "lint"], &["push"]),
-            ],
-        ))
+        .begin_run(&NewRun {
+            degraded: degraded.clone(),
+            ..run(
+                "demo",
+                vec![
+                    job("lint", &[], &["fmt", "clippy"]),
+                    job("build", &["lint"], &["compile", "link", "strip"]),
+                    job("deploy", &["build", "lint"], &["push"]),
+                ],
+            )
+        })
         .expect("begin");
     assert_eq!(id, 1);
     assert!(store.run_dir(id).is_dir());
@@ -168,6 +177,7 @@ fn get_run_returns_exactly_what_was_written() {
         ),
         (3, 1, 1, 1)
     );
+    assert_eq!(summary.degraded, degraded);
 
     let ids: Vec<_> = record.jobs.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, ["lint", "build", "deploy"], "jobs in insertion order");
@@ -261,6 +271,7 @@ fn run_record_json_shape() {
     assert_eq!(json["status"], "running");
     assert_eq!(json["exit_code"], serde_json::Value::Null);
     assert_eq!(json["jobs_total"], 1);
+    assert_eq!(json["degraded"], serde_json::json!([]), "always present");
     let started = json["started_at"].as_str().expect("RFC 3339 string");
     assert!(
         started.len() == 24 && started.ends_with('Z') && started.as_bytes()[10] == b'T',
@@ -538,6 +549,7 @@ fn non_utf8_paths_round_trip() {
             pipeline: "demo".into(),
             file: file.clone(),
             jobs: vec![job("a", &[], &[])],
+            degraded: Vec::new(),
         })
         .expect("begin");
     store
@@ -700,6 +712,7 @@ fn concurrent_writers_in_one_process() {
                     pipeline: "load".into(),
                     file: "airlock.yml".into(),
                     jobs: jobs.clone(),
+                    degraded: Vec::new(),
                 })
                 .expect("begin")
         })
@@ -743,6 +756,7 @@ fn concurrent_writers_in_one_process() {
                 pipeline: "extra".into(),
                 file: "airlock.yml".into(),
                 jobs: vec![],
+                degraded: Vec::new(),
             })?;
             store.run_finished(extra, Status::Success, 0)
         }));
@@ -881,7 +895,7 @@ fn opening_twice_is_idempotent() {
     let version: i64 = raw(&second)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .expect("version");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -899,7 +913,7 @@ fn future_schema_is_refused() {
             err,
             StateError::FutureSchema {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
@@ -950,4 +964,115 @@ fn home_that_is_a_file_is_a_clear_error() {
     let err = Store::open(&file).expect_err("not a directory");
     assert!(matches!(err, StateError::CreateDir { .. }), "{err}");
     assert!(err.to_string().contains(&*file.to_string_lossy()), "{err}");
+}
+
+/// Migration 1 exactly as it shipped: the schema of version-1 databases.
+const SCHEMA_V1: &str = r"
+    CREATE TABLE runs (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline          TEXT    NOT NULL,
+        file              ANY     NOT NULL,
+        status            TEXT    NOT NULL CHECK (status IN
+                              ('pending','running','success','failed','timeout','skipped','lost','cancelled')),
+        exit_code         INTEGER,
+        started_at        INTEGER NOT NULL,
+        finished_at       INTEGER,
+        runner_pid        INTEGER NOT NULL,
+        runner_start_time INTEGER,
+        runner_boot_id    TEXT
+    ) STRICT;
+
+    CREATE INDEX runs_running ON runs (id) WHERE status = 'running';
+
+    CREATE TABLE jobs (
+        id          INTEGER PRIMARY KEY,
+        run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        position    INTEGER NOT NULL,
+        name        TEXT    NOT NULL,
+        needs       TEXT    NOT NULL,
+        status      TEXT    NOT NULL CHECK (status IN
+                        ('pending','running','success','failed','timeout','skipped','lost','cancelled')),
+        exit_code   INTEGER,
+        reason      TEXT,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        log_path    ANY,
+        artifacts   TEXT    NOT NULL,
+        UNIQUE (run_id, name)
+    ) STRICT;
+
+    CREATE TABLE steps (
+        job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        idx         INTEGER NOT NULL,
+        name        TEXT    NOT NULL,
+        status      TEXT    NOT NULL CHECK (status IN
+                        ('pending','running','success','failed','timeout','skipped','lost','cancelled')),
+        exit_code   INTEGER,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        PRIMARY KEY (job_id, idx)
+    ) STRICT, WITHOUT ROWID;
+    ";
+
+#[test]
+fn version_1_database_is_migrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    fs::create_dir(&home).expect("mkdir home");
+    let old = rusqlite::Connection::open(home.join("state.db")).expect("create v1");
+    old.execute_batch(SCHEMA_V1).expect("schema v1");
+    old.execute_batch(
+        "INSERT INTO runs (pipeline, file, status, exit_code, started_at, finished_at, runner_pid)
+         VALUES ('old', '/src/old/airlock.yml', 'success', 0, 1700000000000, 1700000001500, 1);
+         INSERT INTO jobs (run_id, position, name, needs, status, exit_code, artifacts)
+         VALUES (1, 0, 'a', '[]', 'success', 0, '[\"out.txt\"]');
+         INSERT INTO steps (job_id, idx, name, status, exit_code) VALUES (1, 0, 'one', 'success', 0);
+         PRAGMA application_id = 0x4149524C;
+         PRAGMA user_version = 1;",
+    )
+    .expect("v1 data");
+    drop(old);
+
+    let store = Store::open(&home).expect("open a version-1 database");
+    let version: i64 = raw(&store)
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+
+    let listed = store.list_runs(10).expect("list");
+    assert_eq!(listed.len(), 1);
+    let summary = &listed[0];
+    assert_eq!((summary.id, summary.pipeline.as_str()), (1, "old"));
+    assert_eq!(summary.status, Status::Success);
+    assert_eq!(summary.duration_ms, Some(1_500));
+    assert_eq!((summary.jobs_total, summary.jobs_succeeded), (1, 1));
+    assert_eq!(summary.degraded, Vec::<String>::new());
+    let record = store.get_run(1).expect("get").expect("old run kept");
+    assert_eq!(&record.summary, summary);
+    assert_eq!(record.jobs[0].artifacts, ["out.txt"]);
+    assert_eq!(record.jobs[0].steps[0].name, "one");
+    let json = serde_json::to_value(&record).expect("serialize");
+    assert_eq!(json["degraded"], serde_json::json!([]));
+
+    // The migrated database records new runs, degraded layers included.
+    let degraded = vec!["cgroups: allowed by --allow-degraded cgroups".to_owned()];
+    let id = store
+        .begin_run(&NewRun {
+            degraded: degraded.clone(),
+            ..run("new", vec![job("a", &[], &["one"])])
+        })
+        .expect("begin after migration");
+    assert_eq!(id, 2);
+    let degraded_by_run: Vec<_> = store
+        .list_runs(10)
+        .expect("list")
+        .into_iter()
+        .map(|r| (r.id, r.degraded))
+        .collect();
+    assert_eq!(degraded_by_run, [(2, degraded), (1, Vec::new())]);
+
+    // Reopening a migrated database changes nothing.
+    drop(store);
+    let store = Store::open(&home).expect("reopen");
+    assert_eq!(store.list_runs(10).expect("list").len(), 2);
 }
