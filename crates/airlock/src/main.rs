@@ -37,6 +37,13 @@ struct Cli {
     command: Command,
 }
 
+/// Layers an operator may explicitly allow to run degraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Degradable {
+    /// Resource limits through cgroups.
+    Cgroups,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a pipeline: every job in its own sandbox, in dependency order.
@@ -59,6 +66,12 @@ enum Command {
         /// stderr).
         #[arg(long)]
         json: bool,
+        /// Run even though this isolation layer is unavailable on this host,
+        /// instead of refusing (exit 3). The choice is shown and recorded in
+        /// the run. `cgroups`: no memory, cpu or pids limits (e.g. rootless
+        /// without a delegated cgroup v2 subtree).
+        #[arg(long = "allow-degraded", value_name = "LAYER")]
+        allow_degraded: Vec<Degradable>,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -116,7 +129,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             jobs,
             parallel,
             json,
-        } => run(&home, &file, jobs, parallel, json),
+            allow_degraded,
+        } => run(&home, &file, jobs, parallel, json, &allow_degraded),
         Command::Runs { command } => runs::runs(&open_store(&home)?, command),
         Command::Logs { target } => runs::logs(&open_store(&home)?, &target),
     }
@@ -128,6 +142,19 @@ fn open_store(home: &Path) -> Result<state::Store> {
         .with_context(|| format!("cannot open the state directory {}", home.display()))?;
     for run in store.recover_lost_runs()? {
         eprintln!("airlock: run {run} was left behind by a runner that died; marked lost");
+    }
+    // Processes of a dead runner's jobs died with it (parent-death signal);
+    // its cgroups are still there. Only root can see and remove them.
+    if rustix::process::geteuid().is_root() {
+        match sandbox::cgroup::recover() {
+            Ok(removed) if !removed.is_empty() => eprintln!(
+                "airlock: removed {} cgroup(s) left by a runner that died: {}",
+                removed.len(),
+                removed.join(", ")
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("airlock: warning: cannot check for leftover cgroups: {e}"),
+        }
     }
     Ok(store)
 }
@@ -151,6 +178,7 @@ fn run(
     jobs: Vec<String>,
     parallel: Option<u16>,
     json: bool,
+    allow_degraded: &[Degradable],
 ) -> Result<i32> {
     let pipeline = spec::load(file)?;
     let store = open_store(home)?;
@@ -186,7 +214,11 @@ fn run(
         ui::Stream::Stdout
     };
     let terminal = ui::Terminal::new(stream, &ids);
-    let options = engine::RunOptions { jobs, parallel };
+    let options = engine::RunOptions {
+        jobs,
+        parallel,
+        allow_degraded_cgroups: allow_degraded.contains(&Degradable::Cgroups),
+    };
     let result = engine::run(&pipeline, &options, &store, &[&terminal], &cancel);
     terminal.finish();
     let report = result?;

@@ -174,12 +174,19 @@ impl Subscriber for Terminal {
                 let text = self.styled("33", &format!("⊘ skipped: {because}"));
                 self.line(job, &text);
             }
-            Event::TeardownFailed { job, pids } => {
-                let text =
-                    self.styled("31", &format!("! teardown left processes behind: {pids:?}"));
+            Event::TeardownFailed { job, pids, cgroups } => {
+                let text = self.styled(
+                    "31",
+                    &format!("! teardown left processes {pids:?} and cgroups {cgroups:?} behind"),
+                );
                 self.line(job, &text);
             }
-            Event::RunStarted { .. } | Event::SandboxReady { .. } | Event::RunFinished { .. } => {}
+            Event::RunStarted { degraded, .. } => {
+                for d in degraded {
+                    self.print(&self.styled("33", &format!("warning: degraded: {d}")));
+                }
+            }
+            Event::SandboxReady { .. } | Event::RunFinished { .. } => {}
         }
     }
 

@@ -217,13 +217,6 @@ e2e!(unavailable_layers_exit_3, |w| {
     let r = w.airlock(&["run", egress.to_str().unwrap()]);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("egress"), "{}", r.stderr);
-    let memory = w.pipeline(
-        "memory.yml",
-        "version: 1\njobs:\n  a:\n    resources: { memory: 512MiB }\n    steps: [\"true\"]\n",
-    );
-    let r = w.airlock(&["run", memory.to_str().unwrap()]);
-    assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains("resources.memory"), "{}", r.stderr);
 });
 
 e2e!(unusable_state_directory_exits_70, |w| {
@@ -462,11 +455,52 @@ e2e!(demo_runs_rootless_as_an_unprivileged_user, |w| {
         .stdin(Stdio::null())
         .output()
         .unwrap();
+    // Without cgroups (v1, or v2 without delegation) it refuses...
+    let r = ran(out);
+    assert_eq!(r.code, 3, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("--allow-degraded cgroups"),
+        "{}",
+        r.stderr
+    );
+    // ...unless the operator allows it, which the run records.
+    let out = Command::new(&bin)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env("HOME", &home)
+        .arg("--home")
+        .arg(&home)
+        .args(["run", demo.join("airlock.yml").to_str().unwrap(), "--json"])
+        .args(["--allow-degraded", "cgroups"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let r = ran(out);
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("warning: degraded: cgroups"),
+        "{}",
+        r.stderr
+    );
     let doc: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(doc["status"], "success");
     assert!(home.join("runs/1/artifacts/build/hello").exists());
+    let show = Command::new(&bin)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .arg("--home")
+        .arg(&home)
+        .args(["runs", "show", "1", "--json"])
+        .output()
+        .unwrap();
+    let show: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert!(
+        show["degraded"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("cgroups:"),
+        "{show}"
+    );
 });
 
 const NOBODY: u32 = 65534;
@@ -478,3 +512,67 @@ fn running_as_root() -> bool {
         .find(|l| l.starts_with("Uid:"))
         .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
 }
+
+e2e!(memory_bomb_fails_with_memory_limit, |w| {
+    let file = w.pipeline(
+        "membomb.yml",
+        "version: 1\njobs:\n  bomb:\n    resources: { memory: 64MiB, timeout: 60s }\n    steps:\n      - run: |\n          python3 -c '\n          a = []\n          while True: a.append(bytearray(1 << 20))\n          '\n",
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let bomb = job(&doc, "bomb");
+    assert_eq!(bomb["status"], "failed", "{bomb}");
+    assert!(
+        bomb["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("memory limit (64MiB) exceeded"),
+        "{bomb}"
+    );
+});
+
+e2e!(fork_bomb_is_bounded_by_pids_limit, |w| {
+    let marker = "321098.5";
+    let file = w.pipeline(
+        "forkbomb.yml",
+        &format!(
+            "version: 1\njobs:\n  bomb:\n    resources: {{ pids: 64 }}\n    steps:\n      - run: |\n          bomb() {{ sleep {marker} & bomb | bomb & }}\n          bomb\n          wait\n        timeout: 3s\n"
+        ),
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let bomb = job(&doc, "bomb");
+    assert_eq!(bomb["status"], "failed", "{bomb}");
+    assert!(
+        bomb["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("pids limit (64) reached"),
+        "{bomb}"
+    );
+    assert_eq!(host_processes_with(marker), Vec::<i32>::new());
+});
+
+e2e!(cpu_quota_is_enforced, |w| {
+    // Busy for 3 s of wall time under a quota of half a core: the CPU time
+    // used must be about 1.5 s (a functional check with a wide margin).
+    let file = w.pipeline(
+        "cpu.yml",
+        "version: 1\njobs:\n  spin:\n    resources: { cpus: 0.5 }\n    steps:\n      - run: |\n          python3 -c '\n          import os, time\n          t = time.monotonic()\n          while time.monotonic() - t < 3: pass\n          c = os.times()\n          print(\"cpu\", c.user + c.system)\n          '\n",
+    );
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let cpu: f64 = r
+        .stdout
+        .lines()
+        .find_map(|l| l.split("│ cpu ").nth(1))
+        .unwrap_or_else(|| panic!("no cpu line in {}", r.stdout))
+        .trim()
+        .parse()
+        .unwrap();
+    let share = cpu / 3.0;
+    assert!(
+        (0.35..=0.65).contains(&share),
+        "used {share:.2} of a core under a 0.5 quota"
+    );
+});

@@ -22,6 +22,8 @@ pub enum Event {
         pipeline: String,
         /// Jobs of the run, in topological order.
         jobs: Vec<String>,
+        /// Layers running degraded by the operator's choice, with why.
+        degraded: Vec<String>,
     },
     /// A job's sandbox is being created.
     JobStarted {
@@ -86,8 +88,10 @@ pub enum Event {
     TeardownFailed {
         /// Job id.
         job: String,
-        /// Their host pids.
+        /// Host pids still alive.
         pids: Vec<i32>,
+        /// cgroup directories not removed.
+        cgroups: Vec<std::path::PathBuf>,
     },
     /// The run ended.
     RunFinished {

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sandbox::{CommandOutcome, Killer, Output, Sandbox, SandboxError};
+use sandbox::cgroup::{Events, Limits};
+use sandbox::{CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxError};
 use state::Status;
 
 use crate::event::{Bus, Event};
@@ -34,6 +35,8 @@ pub(crate) struct JobContext<'a> {
     pub cancel: &'a AtomicBool,
     /// Killers of the running sandboxes, so a cancel can stop them.
     pub killers: &'a Mutex<Vec<(String, Killer)>>,
+    /// Whether jobs get a cgroup (false only in the allowed degraded mode).
+    pub cgroups: bool,
 }
 
 /// Runs `plan` to completion and publishes its events.
@@ -55,10 +58,20 @@ pub(crate) fn run_job(plan: &JobPlan, ctx: &JobContext<'_>) -> JobOutcome {
 
 fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> JobOutcome {
     let deadline = started + plan.timeout;
-    let mut sandbox = match Sandbox::create(&plan.sandbox) {
+    let mut config = plan.sandbox.clone();
+    if ctx.cgroups {
+        config.cgroup = Some(CgroupSpec {
+            name: sandbox::cgroup::name_for(&plan.id, ctx.run),
+            limits: plan.limits,
+        });
+    }
+    let mut sandbox = match Sandbox::create(&config) {
         Ok(s) => s,
         Err(e) => {
-            let refused = matches!(e, SandboxError::Clone(_) | SandboxError::IdMap { .. });
+            let refused = matches!(
+                e,
+                SandboxError::Clone(_) | SandboxError::IdMap { .. } | SandboxError::Cgroup(_)
+            );
             return failed(None, format!("cannot create the sandbox: {e}"), refused);
         }
     };
@@ -88,13 +101,13 @@ fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> Job
             ctx.bus.emit(Event::TeardownFailed {
                 job: plan.id.clone(),
                 pids: report.leftover_pids.clone(),
+                cgroups: report.leftover_cgroups.clone(),
             });
             outcome = failed(
                 outcome.exit_code,
                 format!(
-                    "teardown: {} process(es) of the job survived: {:?}",
-                    report.leftover_pids.len(),
-                    report.leftover_pids
+                    "teardown: processes {:?} and cgroups {:?} of the job survived",
+                    report.leftover_pids, report.leftover_cgroups
                 ),
                 false,
             );
@@ -138,6 +151,7 @@ fn run_steps(
         let mut command = step.command.clone();
         command.env.push(("AIRLOCK_RUN".into(), run_id.clone()));
 
+        let events_before = sandbox.events().unwrap_or_default();
         let mut lines = Lines::default();
         let mut emit = |line: &[u8], partial: bool| ctx.bus.output(job, line, partial);
         let result = sandbox.run(&command, step_deadline, &mut |o| match o {
@@ -146,7 +160,7 @@ fn run_steps(
         });
         lines.finish(&mut emit);
 
-        let (status, exit_code, reason) = match result {
+        let (mut status, exit_code, mut reason) = match result {
             Ok(CommandOutcome::Exited(0)) => (Status::Success, Some(0), None),
             Ok(CommandOutcome::Exited(code)) => (
                 Status::Failed,
@@ -174,6 +188,15 @@ fn run_steps(
             ),
             Err(e) => (Status::Failed, None, Some(format!("sandbox: {e}"))),
         };
+        // A limit the kernel enforced explains the failure better than the
+        // exit status it caused.
+        if status != Status::Success {
+            let after = sandbox.events().unwrap_or_default();
+            if let Some(why) = limit_reason(&plan.limits, events_before, after) {
+                status = Status::Failed;
+                reason = Some(why);
+            }
+        }
         ctx.bus.emit(Event::StepFinished {
             job: job.into(),
             index,
@@ -220,6 +243,39 @@ fn collect_artifacts(sandbox: &Sandbox, plan: &JobPlan, run_dir: &Path) -> Resul
             Err(e.to_string())
         }
     }
+}
+
+/// The limit a step ran into, from the cgroup's event counters.
+fn limit_reason(limits: &Limits, before: Events, after: Events) -> Option<String> {
+    if after.oom_kills > before.oom_kills {
+        let limit = limits.memory.map(bytes).unwrap_or_else(|| "?".into());
+        return Some(format!(
+            "memory limit ({limit}) exceeded: the kernel killed a process of the job (OOM)"
+        ));
+    }
+    if after.pids_max > before.pids_max {
+        let limit = limits
+            .pids
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "?".into());
+        return Some(format!(
+            "pids limit ({limit}) reached: the kernel refused {} fork(s)",
+            after.pids_max - before.pids_max
+        ));
+    }
+    None
+}
+
+/// `536870912` -> `512MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["GiB", "MiB", "KiB", "B"];
+    for (i, unit) in UNITS.iter().enumerate() {
+        let size = 1u64 << (10 * (3 - i));
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{}{unit}", n / size);
+        }
+    }
+    format!("{n}B")
 }
 
 fn failed(exit_code: Option<i32>, reason: String, refused: bool) -> JobOutcome {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sandbox::cgroup::Limits;
 use sandbox::{CommandSpec, SandboxConfig};
 use spec::{Image, Job, Network, Pipeline};
 
@@ -31,6 +32,26 @@ pub struct JobPlan {
     pub timeout: Duration,
     /// Workspace paths to copy out.
     pub artifacts: Vec<String>,
+    /// cgroup limits (defaults filled in).
+    pub limits: Limits,
+}
+
+/// Most processes of a job when the pipeline sets no `pids`.
+pub const DEFAULT_PIDS: u64 = 4096;
+
+/// Memory of a job when the pipeline sets none: half of the host's memory,
+/// so that one runaway job cannot take the host down with it.
+pub fn default_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / 2)
 }
 
 /// One step, ready to send to the sandbox.
@@ -75,20 +96,6 @@ pub fn admit(pipeline: &Pipeline, jobs: &[usize]) -> Result<(), Refusal> {
                 at(job.location),
                 job.id
             )));
-        }
-        let r = &job.resources;
-        for (key, set) in [
-            ("cpus", r.cpus.is_some()),
-            ("memory", r.memory.is_some()),
-            ("pids", r.pids.is_some()),
-        ] {
-            if set {
-                return Err(Refusal::Unavailable(format!(
-                    "{}: job {:?} sets resources.{key}, but cgroup limits are not enforced yet; airlock refuses rather than run without the limit",
-                    at(job.location),
-                    job.id
-                )));
-            }
         }
     }
     Ok(())
@@ -152,10 +159,16 @@ pub fn plan_job(pipeline: &Pipeline, job: &Job) -> Result<JobPlan, Refusal> {
             workspace_size: job.resources.disk,
             tmp_size: job.resources.disk,
             layers: sandbox::Layers::default(),
+            cgroup: None,
         },
         steps,
         timeout: job.resources.timeout,
         artifacts: job.artifacts.clone(),
+        limits: Limits {
+            memory: job.resources.memory.or_else(default_memory),
+            cpus: job.resources.cpus,
+            pids: Some(job.resources.pids.unwrap_or(DEFAULT_PIDS)),
+        },
     })
 }
 

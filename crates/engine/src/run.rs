@@ -23,6 +23,9 @@ pub struct RunOptions {
     pub jobs: Vec<String>,
     /// Most jobs running at once (at least 1).
     pub parallel: usize,
+    /// Run without cgroups (no resource limits) if they are unavailable,
+    /// instead of refusing. The choice is recorded in the run.
+    pub allow_degraded_cgroups: bool,
 }
 
 /// Exit code of `airlock run` when every job succeeded.
@@ -86,6 +89,22 @@ pub fn run(
             .map_err(|e| Refusal::BadInput(e.to_string()))?
     };
     admit(pipeline, &order)?;
+    let mut degraded = Vec::new();
+    let cgroups = match probe_cgroups() {
+        Ok(()) => true,
+        Err(why) if options.allow_degraded_cgroups => {
+            degraded.push(format!(
+                "cgroups: {why}; resource limits are not enforced (allowed by --allow-degraded cgroups)"
+            ));
+            false
+        }
+        Err(why) => {
+            return Err(Refusal::Unavailable(format!(
+                "cgroups are unavailable ({why}), so memory, cpu and pids limits cannot be enforced; run as root, or pass --allow-degraded cgroups to run without them"
+            ))
+            .into())
+        }
+    };
     let plans = order
         .iter()
         .filter_map(|&i| pipeline.jobs.get(i))
@@ -95,6 +114,7 @@ pub fn run(
     let run = store.begin_run(&NewRun {
         pipeline: pipeline.name.clone(),
         file: pipeline.file.clone(),
+        degraded: degraded.clone(),
         jobs: plans
             .iter()
             .map(|p| NewJob {
@@ -125,6 +145,7 @@ pub fn run(
         run,
         pipeline: pipeline.name.clone(),
         jobs: plans.iter().map(|p| p.id.clone()).collect(),
+        degraded: degraded.clone(),
     });
     let ctx = JobContext {
         bus: &bus,
@@ -132,6 +153,7 @@ pub fn run(
         run_dir: &run_dir,
         cancel,
         killers: &Mutex::new(Vec::new()),
+        cgroups,
     };
     let outcomes = schedule(&plans, options.parallel.max(1), &ctx)?;
 
@@ -286,6 +308,15 @@ fn schedule(
         }
     })?;
     Ok(outcomes)
+}
+
+/// Creates and removes a cgroup, to learn before anything runs whether
+/// jobs can have one.
+fn probe_cgroups() -> Result<(), String> {
+    let name = sandbox::cgroup::name_for("probe", 0);
+    let limits = sandbox::cgroup::Limits::default();
+    let cg = sandbox::cgroup::create(&name, &limits).map_err(|e| e.to_string())?;
+    cg.remove().map_err(|e| e.to_string())
 }
 
 fn millis(d: Duration) -> u64 {

@@ -21,6 +21,19 @@ pub struct SandboxConfig {
     /// Which hardening layers to apply (all by default).
     #[serde(default)]
     pub layers: Layers,
+    /// The job's cgroup: its name and limits. `None` runs without one (a
+    /// degraded mode the engine only chooses when the operator allowed it).
+    #[serde(skip)]
+    pub cgroup: Option<CgroupSpec>,
+}
+
+/// The cgroup of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupSpec {
+    /// Directory name (see [`crate::cgroup::name_for`]).
+    pub name: String,
+    /// Limits.
+    pub limits: crate::cgroup::Limits,
 }
 
 /// The hardening layers applied inside the sandbox on top of the namespaces

@@ -17,6 +17,9 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// The job's cgroup could not be created or joined.
+    #[error("cgroup: {0}")]
+    Cgroup(String),
     /// The init reported a setup failure.
     #[error("sandbox setup failed: {stage}: {error}")]
     Setup {

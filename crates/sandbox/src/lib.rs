@@ -11,8 +11,10 @@
 
 pub mod artifacts;
 mod caps;
+pub mod cgroup;
 mod config;
 mod error;
+pub mod ids;
 mod init;
 mod landlock;
 mod netns;
@@ -23,7 +25,7 @@ pub mod seccomp;
 mod spawn;
 mod teardown;
 
-pub use config::{CommandSpec, Layers, SandboxConfig};
+pub use config::{CgroupSpec, CommandSpec, Layers, SandboxConfig};
 pub use error::SandboxError;
 pub use init::{run_if_init, INIT_ARGV0};
 pub use proto::MAX_MESSAGE;

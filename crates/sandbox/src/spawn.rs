@@ -21,8 +21,10 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitOptions};
 
+use crate::cgroup::{self, Cgroup, Events};
 use crate::config::{CommandSpec, SandboxConfig};
 use crate::error::SandboxError;
+use crate::ids::{self, HostIds};
 use crate::init::INIT_ARGV0;
 use crate::proto::{self, FromInit, ToInit, MAX_MESSAGE};
 use crate::teardown::{self, Namespaces, TeardownReport};
@@ -102,27 +104,52 @@ pub struct Sandbox {
     pidfd: OwnedFd,
     control: OwnedFd,
     namespaces: Namespaces,
+    cgroup: Option<Box<dyn Cgroup>>,
+    /// Held for the sandbox's life: the slot of its host identity.
+    _host_ids: Option<HostIds>,
     reaped: bool,
     buf: Vec<u8>,
 }
 
-/// Namespaces every sandbox gets.
+/// Namespaces every sandbox gets at clone. The cgroup namespace comes
+/// later: the child unshares it once the runner has moved it into the job's
+/// cgroup, so that cgroup becomes the root of the job's view.
 const CLONE_FLAGS: i32 = libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWCGROUP;
+    | libc::CLONE_NEWNET;
 
 impl Sandbox {
-    /// Creates a sandbox with the identity of the current process.
+    /// Creates a sandbox. Under a privileged runner the job gets a host
+    /// identity of its own ([`crate::ids`]); rootless, the invoking user's.
     pub fn create(config: &SandboxConfig) -> Result<Sandbox, SandboxError> {
-        Sandbox::create_as(config, IdMode::current())
+        match IdMode::current() {
+            IdMode::Privileged { .. } => {
+                let host = ids::allocate()
+                    .map_err(|e| SandboxError::io("claim a host uid for the job", e))?;
+                let mode = IdMode::Privileged {
+                    uid: host.uid,
+                    gid: host.gid,
+                };
+                let mut sandbox = Sandbox::create_as(config, mode)?;
+                sandbox._host_ids = Some(host);
+                Ok(sandbox)
+            }
+            rootless => Sandbox::create_as(config, rootless),
+        }
     }
 
     /// Creates a sandbox whose root maps to `ids` on the host.
     pub fn create_as(config: &SandboxConfig, ids: IdMode) -> Result<Sandbox, SandboxError> {
+        let cgroup = match &config.cgroup {
+            Some(spec) => Some(
+                cgroup::create(&spec.name, &spec.limits)
+                    .map_err(|e| SandboxError::Cgroup(e.to_string()))?,
+            ),
+            None => None,
+        };
         let (control, control_child) = socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -177,6 +204,9 @@ impl Sandbox {
             Ok(fd) => fd,
             Err(e) => {
                 kill_and_reap_pid(pid);
+                if let Some(cg) = &cgroup {
+                    let _ = cg.remove();
+                }
                 return Err(SandboxError::io("open a pidfd for the sandbox init", e));
             }
         };
@@ -185,10 +215,18 @@ impl Sandbox {
             pidfd,
             control,
             namespaces: Namespaces::default(),
+            cgroup,
+            _host_ids: None,
             reaped: false,
             buf: vec![0; MAX_MESSAGE + 1],
         };
-        // From here on, dropping `sandbox` on an error kills and reaps it.
+        // From here on, dropping `sandbox` on an error kills and reaps it
+        // and removes its cgroup. The child waits on the sync pipe, so it
+        // is in its cgroup before it runs a single instruction of its own.
+        if let Some(cg) = &sandbox.cgroup {
+            cg.add_task(raw_pid)
+                .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
+        }
         write_id_maps(pid, ids)?;
         rustix::io::write(&sync_w, b"g")
             .map_err(|e| SandboxError::io("release the sandbox init", e))?;
@@ -317,13 +355,25 @@ impl Sandbox {
         }
     }
 
+    /// Limit events of the job's cgroup so far (OOM kills, refused forks);
+    /// `None` without a cgroup.
+    pub fn events(&self) -> Option<Events> {
+        self.cgroup.as_ref().and_then(|cg| cg.events().ok())
+    }
+
     /// Kills everything in the sandbox, waits until the kernel has torn the
-    /// pid namespace down, and checks the host's process table for anything
-    /// of the job that survived.
+    /// pid namespace down, removes the cgroup, and checks the host's process
+    /// table and cgroup tree for anything of the job that survived.
     pub fn destroy(mut self) -> Result<TeardownReport, SandboxError> {
         self.kill();
         self.reap()?;
-        let report = teardown::scan(&self.namespaces)?;
+        let mut report = teardown::scan(&self.namespaces)?;
+        if let Some(cg) = self.cgroup.take() {
+            let removed = cg.kill_all().and_then(|()| cg.remove());
+            if removed.is_err() || cg.exists() {
+                report.leftover_cgroups = cg.paths().into_iter().filter(|p| p.exists()).collect();
+            }
+        }
         Ok(report)
     }
 
@@ -382,6 +432,10 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
         let _ = self.reap();
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_all();
+            let _ = cg.remove();
+        }
     }
 }
 
@@ -503,6 +557,13 @@ fn child_after_clone(plan: &ChildPlan) -> ! {
     }
     let root_gid = rustix::process::Gid::ROOT;
     let root_uid = rustix::process::Uid::ROOT;
+    // The runner has moved us into the job's cgroup: make it our cgroup
+    // namespace's root, so the job sees "/" and nothing of the host's tree.
+    // SAFETY: only the cgroup namespace is unshared (not the fd table), and
+    // this process has a single thread.
+    if unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }.is_err() {
+        child_exit(17);
+    }
     if rustix::thread::set_thread_res_gid(root_gid, root_gid, root_gid).is_err() {
         child_exit(11);
     }

@@ -74,12 +74,14 @@ pub struct TeardownReport {
     /// Host pids of processes of the job still alive after teardown. Empty
     /// unless something is badly wrong; the engine reports it as an error.
     pub leftover_pids: Vec<i32>,
+    /// cgroup directories of the job that could not be removed.
+    pub leftover_cgroups: Vec<std::path::PathBuf>,
 }
 
 impl TeardownReport {
     /// True when nothing of the job is left.
     pub fn is_clean(&self) -> bool {
-        self.leftover_pids.is_empty()
+        self.leftover_pids.is_empty() && self.leftover_cgroups.is_empty()
     }
 }
 

@@ -178,6 +178,7 @@ fn sandbox(layers: Layers) -> Result<Sandbox, Failed> {
         workspace_size: 64 << 20,
         tmp_size: 64 << 20,
         layers,
+        cgroup: None,
     };
     Ok(Sandbox::create(&config)?)
 }

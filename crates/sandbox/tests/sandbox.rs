@@ -48,6 +48,7 @@ fn job() -> Result<Job, Failed> {
         workspace_size: 64 << 20,
         tmp_size: 64 << 20,
         layers: sandbox::Layers::default(),
+        cgroup: None,
     };
     let sandbox = Sandbox::create(&config)?;
     Ok(Job {
