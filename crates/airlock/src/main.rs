@@ -73,6 +73,16 @@ enum Command {
         #[arg(long = "allow-degraded", value_name = "LAYER")]
         allow_degraded: Vec<Degradable>,
     },
+    /// Report which isolation layers this host supports, how, or why not.
+    ///
+    /// Every answer comes from trying: kernel interfaces are probed and a
+    /// sandbox with every layer runs /bin/true. Exits 3 if a layer is
+    /// unavailable.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a pipeline file without running it.
     Validate {
         /// Pipeline file.
@@ -124,6 +134,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let home = home::resolve(cli.home)?;
     match cli.command {
         Command::Validate { file } => validate(&file),
+        Command::Doctor { json } => doctor(json),
         Command::Run {
             file,
             jobs,
@@ -142,6 +153,7 @@ fn open_store(home: &Path) -> Result<state::Store> {
         .with_context(|| format!("cannot open the state directory {}", home.display()))?;
     for run in store.recover_lost_runs()? {
         eprintln!("airlock: run {run} was left behind by a runner that died; marked lost");
+        remove_partial_artifacts(&store.run_dir(run));
     }
     // Processes of a dead runner's jobs died with it (parent-death signal);
     // its cgroups are still there. Only root can see and remove them.
@@ -157,6 +169,43 @@ fn open_store(home: &Path) -> Result<state::Store> {
         }
     }
     Ok(store)
+}
+
+fn doctor(json: bool) -> Result<i32> {
+    let checks = sandbox::doctor::checks();
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&checks)?)?;
+    } else {
+        for c in &checks {
+            let verdict = if c.ok { "ok" } else { "MISSING" };
+            writeln!(out, "{:<11} {:<7} {}", c.layer, verdict, c.detail)?;
+        }
+    }
+    Ok(if checks.iter().all(|c| c.ok) {
+        exit::EXIT_OK
+    } else {
+        exit::EXIT_REFUSED
+    })
+}
+
+/// Removes half-copied artifact sets (`artifacts/.JOB.partial`) of a run
+/// whose runner died while copying.
+fn remove_partial_artifacts(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir.join("artifacts")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.ends_with(".partial") {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                eprintln!(
+                    "airlock: warning: cannot remove {}: {e}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
 }
 
 fn validate(file: &Path) -> Result<i32> {

@@ -124,8 +124,14 @@ macro_rules! e2e {
 
 e2e!(demo_succeeds_with_artifact_and_record, |w| {
     let demo = repo().join("examples/demo/airlock.yml");
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let r = w.airlock(&["run", demo.to_str().unwrap()]);
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    // Every mount of a job lives and dies in its own mount namespace.
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        mounts_before
+    );
     assert!(r.stdout.contains("build │ hello, airlock"), "{}", r.stdout);
     assert!(r.stdout.contains("run 1: success"), "{}", r.stdout);
     let hello = w.home.path().join("runs/1/artifacts/build/hello");
@@ -406,6 +412,7 @@ e2e!(killed_runner_leaves_nothing_and_run_is_lost, |w| {
         assert!(Instant::now() < deadline, "the job never started");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let runner = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
     // The parent-death signal takes the sandbox down with its runner.
@@ -414,11 +421,49 @@ e2e!(killed_runner_leaves_nothing_and_run_is_lost, |w| {
         assert!(Instant::now() < deadline, "the job outlived its runner");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let leftovers = || job_cgroups_of(runner);
+    if running_as_root() {
+        assert!(
+            !leftovers().is_empty(),
+            "expected the dead runner's cgroups to be there"
+        );
+    }
     let list = w.airlock(&["runs", "list", "--json"]);
     assert!(list.stderr.contains("marked lost"), "{}", list.stderr);
     let list: Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(list[0]["status"], "lost");
+    assert_eq!(
+        leftovers(),
+        Vec::<PathBuf>::new(),
+        "cgroups of the dead runner remain"
+    );
 });
+
+/// Job cgroup directories (any v1 hierarchy or v2) made by runner `pid`.
+fn job_cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let suffix = format!(".{pid}");
+    let mut found = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if dir.file_name().is_some_and(|n| n == "airlock")
+                && e.file_name().to_string_lossy().ends_with(&suffix)
+            {
+                found.push(p);
+            } else if p.components().count() < 12 {
+                stack.push(p);
+            }
+        }
+    }
+    found
+}
 
 e2e!(demo_runs_rootless_as_an_unprivileged_user, |w| {
     use std::os::unix::fs::PermissionsExt;
@@ -574,5 +619,41 @@ e2e!(cpu_quota_is_enforced, |w| {
     assert!(
         (0.35..=0.65).contains(&share),
         "used {share:.2} of a core under a 0.5 quota"
+    );
+});
+
+e2e!(doctor_reports_every_layer, |w| {
+    let r = w.airlock(&["doctor", "--json"]);
+    let checks: Value = serde_json::from_str(&r.stdout).unwrap();
+    let layers: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["layer"].as_str().unwrap())
+        .collect();
+    for want in [
+        "mode",
+        "namespaces",
+        "seccomp",
+        "landlock",
+        "cgroups",
+        "sandbox",
+    ] {
+        assert!(layers.contains(&want), "{want} missing from {layers:?}");
+    }
+    let all_ok = checks.as_array().unwrap().iter().all(|c| c["ok"] == true);
+    // Exit 0 exactly when every layer is there (3 otherwise, e.g. rootless
+    // cgroups on a v1 host).
+    assert_eq!(r.code, if all_ok { 0 } else { 3 }, "{}", r.stdout);
+    if running_as_root() {
+        assert!(all_ok, "a root CI host supports every layer: {}", r.stdout);
+    }
+    let text = w.airlock(&["doctor"]);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("sandbox") && l.contains(" ok ")),
+        "{}",
+        text.stdout
     );
 });

@@ -13,6 +13,7 @@ pub mod artifacts;
 mod caps;
 pub mod cgroup;
 mod config;
+pub mod doctor;
 mod error;
 pub mod ids;
 mod init;

@@ -1,0 +1,179 @@
+//! `airlock doctor`: which isolation layers this host supports, how, or why
+//! not. Every answer comes from trying: the kernel interfaces are probed,
+//! and a real sandbox with every layer runs `/bin/true`.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::cgroup::{self, Limits};
+use crate::config::{CommandSpec, Layers, SandboxConfig};
+use crate::spawn::{CommandOutcome, Sandbox};
+
+/// One layer's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Layer name.
+    pub layer: &'static str,
+    /// Whether jobs get it on this host.
+    pub ok: bool,
+    /// How it is provided, or why not.
+    pub detail: String,
+}
+
+/// Probes every layer.
+pub fn checks() -> Vec<Check> {
+    let mut out = vec![mode(), user_namespaces(), seccomp(), landlock(), cgroups()];
+    out.push(whole_sandbox());
+    out
+}
+
+fn check(layer: &'static str, result: Result<String, String>) -> Check {
+    match result {
+        Ok(detail) => Check {
+            layer,
+            ok: true,
+            detail,
+        },
+        Err(detail) => Check {
+            layer,
+            ok: false,
+            detail,
+        },
+    }
+}
+
+fn mode() -> Check {
+    let detail = if rustix::process::geteuid().is_root() {
+        format!(
+            "privileged (root): each job's root maps to its own host uid/gid from {} ({} slots)",
+            crate::ids::BASE,
+            crate::ids::SLOTS
+        )
+    } else {
+        "rootless: each job's root maps to the invoking user".into()
+    };
+    check("mode", Ok(detail))
+}
+
+fn user_namespaces() -> Check {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+    let result = match read("/proc/sys/user/max_user_namespaces") {
+        Ok(n) if n == "0" => Err("user.max_user_namespaces is 0".to_string()),
+        Ok(n) => {
+            let unpriv = read("/proc/sys/kernel/unprivileged_userns_clone").ok();
+            if !rustix::process::geteuid().is_root() && unpriv.as_deref() == Some("0") {
+                Err("kernel.unprivileged_userns_clone is 0: rootless mode needs it".into())
+            } else {
+                Ok(format!(
+                    "user, pid, mount, uts, ipc, net, cgroup (max_user_namespaces {n})"
+                ))
+            }
+        }
+        Err(e) => Err(format!(
+            "cannot read /proc/sys/user/max_user_namespaces: {e}"
+        )),
+    };
+    check("namespaces", result)
+}
+
+fn seccomp() -> Check {
+    let result = match std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail") {
+        Ok(actions) if actions.split_whitespace().any(|a| a == "errno") => crate::seccomp::compile()
+            .map(|programs| {
+                let instructions: usize = programs.iter().map(Vec::len).sum();
+                format!(
+                    "deny list from resources/seccomp/x86_64.json: {} filters, {instructions} BPF instructions",
+                    programs.len()
+                )
+            }),
+        Ok(actions) => Err(format!("the kernel lacks the errno action (has: {})", actions.trim())),
+        Err(e) => Err(format!("seccomp filters unsupported: {e}")),
+    };
+    check("seccomp", result)
+}
+
+fn landlock() -> Check {
+    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+    // SAFETY: with a NULL attribute, size 0 and the VERSION flag the call
+    // only returns the ABI version; it reads and writes no memory.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    let result = if abi >= 6 {
+        Ok(format!(
+            "ABI {abi}: file system rules matching the mount layout, abstract socket and signal scoping"
+        ))
+    } else if abi >= 1 {
+        Ok(format!(
+            "ABI {abi}: file system rules (scoping needs ABI 6)"
+        ))
+    } else {
+        Err(format!(
+            "not available ({}); enable CONFIG_SECURITY_LANDLOCK and lsm=landlock",
+            std::io::Error::last_os_error()
+        ))
+    };
+    check("landlock", result)
+}
+
+fn cgroups() -> Check {
+    let result = cgroup::detect()
+        .map_err(|e| e.to_string())
+        .and_then(|layout| {
+            let name = cgroup::name_for("doctor", 0);
+            let cg = cgroup::create(&name, &Limits::default())
+                .map_err(|e| format!("{layout}: cannot create a job cgroup: {e}"))?;
+            let paths = cg.paths();
+            cg.remove().map_err(|e| e.to_string())?;
+            let where_ = paths
+                .first()
+                .and_then(|p| p.parent())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            Ok(format!(
+                "{layout}: memory (swap off), cpu quota, pids; job cgroups under {where_}"
+            ))
+        });
+    check("cgroups", result)
+}
+
+/// Creates a sandbox with every layer and runs `/bin/true` in it.
+fn whole_sandbox() -> Check {
+    let config = SandboxConfig {
+        hostname: "airlock-doctor".into(),
+        source: std::path::PathBuf::from("/usr/share"),
+        workdir: "/workspace".into(),
+        workspace_size: 1 << 20,
+        tmp_size: 1 << 20,
+        layers: Layers::default(),
+        cgroup: None,
+    };
+    let started = Instant::now();
+    let result = Sandbox::create(&config)
+        .map_err(|e| e.to_string())
+        .and_then(|mut sb| {
+            let command = CommandSpec {
+                argv: vec!["/bin/true".into()],
+                env: Vec::new(),
+                cwd: "/".into(),
+            };
+            let outcome = sb
+                .run(&command, Instant::now() + Duration::from_secs(10), &mut |_| {})
+                .map_err(|e| e.to_string())?;
+            let report = sb.destroy().map_err(|e| e.to_string())?;
+            match outcome {
+                CommandOutcome::Exited(0) if report.is_clean() => Ok(format!(
+                    "a sandbox with pivot_root, rlimits, capabilities dropped, no_new_privs, landlock, seccomp and masked /proc ran /bin/true and was torn down cleanly in {:.1} ms",
+                    started.elapsed().as_secs_f64() * 1000.0
+                )),
+                other => Err(format!("/bin/true in a test sandbox: {other:?}, teardown {report:?}")),
+            }
+        });
+    check("sandbox", result)
+}
