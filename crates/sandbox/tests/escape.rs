@@ -134,7 +134,7 @@ fn main() {
         check(BATTERY.len() >= 40, format!("{} attacks", BATTERY.len()))
     }));
     trials.push(Trial::test(
-        "concurrent_job_cannot_see_another_jobs_files_or_environment",
+        "concurrent_job_cannot_see_another_jobs_files_environment_or_identity",
         other_job_invisible,
     ));
     for (layer, _) in Layers::default().named() {
@@ -298,12 +298,25 @@ fn other_job_invisible() -> Result<(), Failed> {
         found == "0",
         format!("job B found job A's marker {found} time(s)"),
     )?;
+    // Under a privileged runner each job has a host identity of its own.
+    if running_as_root() {
+        let uid = "awk '{print $2}' /proc/self/uid_map";
+        let (ua, ub) = (run(&mut a, uid)?, run(&mut b, uid)?);
+        check(ua != ub, format!("both jobs run as host uid {ua}"))?;
+    }
     let a_report = a.destroy()?;
     let b_report = b.destroy()?;
     check(
         a_report.is_clean() && b_report.is_clean(),
         "teardown left processes",
     )
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
 fn check(cond: bool, what: impl std::fmt::Display) -> Result<(), Failed> {
