@@ -79,7 +79,7 @@ fn user_namespaces() -> Check {
 
 fn seccomp() -> Check {
     let result = match std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail") {
-        Ok(actions) if actions.split_whitespace().any(|a| a == "errno") => crate::seccomp::compile()
+        Ok(actions) if actions.split_whitespace().any(|a| a == "errno") => crate::seccomp::programs()
             .map(|programs| {
                 let instructions: usize = programs.iter().map(Vec::len).sum();
                 format!(

@@ -109,7 +109,7 @@ fn harden(config: &SandboxConfig) -> Result<(), SetupError> {
         step("landlock", landlock::apply(config))?;
     }
     if layers.seccomp {
-        let programs = seccomp::compile();
+        let programs = seccomp::programs();
         step("seccomp", programs.and_then(|p| seccomp::apply(&p)))?;
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! The seccomp-bpf deny list, kept as data in `resources/seccomp/` (one
-//! entry per syscall, each with the reason it is denied) and compiled with
-//! Firecracker's `seccompiler`.
+//! entry per syscall, each with the reason it is denied), compiled to BPF at
+//! build time by Firecracker's `seccompiler` (see `build.rs`).
 //!
 //! Two filters: `deny` returns EPERM for everything listed (a superset of
 //! Docker's default profile); `deny_enosys` returns ENOSYS for `clone3`, so
@@ -8,43 +8,34 @@
 //! guard in front of `deny` refuses x32 system call numbers, which would
 //! otherwise reach the same kernel entry points under other numbers.
 
-use std::collections::HashMap;
+use seccompiler::{sock_filter, BpfProgram};
 
-use seccompiler::{sock_filter, BpfProgram, TargetArch};
+mod compiled {
+    include!(concat!(env!("OUT_DIR"), "/seccomp.rs"));
+}
 
-/// The policy for x86_64.
+/// The policy source, for tests and reports.
 pub const POLICY_X86_64: &str = include_str!("../../../resources/seccomp/x86_64.json");
-
-/// Filter names in the order they are installed.
-const FILTERS: [&str; 2] = ["deny", "deny_enosys"];
 
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const SECCOMP_DATA_NR_OFFSET: u32 = 0;
 
-/// Compiles the policy for this machine.
-pub fn compile() -> Result<Vec<BpfProgram>, String> {
-    if std::env::consts::ARCH != "x86_64" {
+/// The filters to install, in order.
+pub fn programs() -> Result<Vec<BpfProgram>, String> {
+    if !compiled::AVAILABLE {
         return Err(format!(
             "no seccomp policy for {} yet (resources/seccomp/ has x86_64 only)",
             std::env::consts::ARCH
         ));
     }
-    let mut map: HashMap<String, BpfProgram> =
-        seccompiler::compile_from_json(POLICY_X86_64.as_bytes(), TargetArch::x86_64)
-            .map_err(|e| format!("compiling resources/seccomp/x86_64.json: {e}"))?;
-    let mut programs = Vec::with_capacity(FILTERS.len());
-    for name in FILTERS {
-        let program = map
-            .remove(name)
-            .ok_or_else(|| format!("resources/seccomp/x86_64.json has no filter {name:?}"))?;
-        programs.push(program);
-    }
-    if let Some(deny) = programs.first_mut() {
-        let mut guarded = x32_guard();
-        guarded.append(deny);
-        *deny = guarded;
-    }
-    Ok(programs)
+    let mut deny = x32_guard();
+    deny.extend(compiled::DENY.iter().map(instruction));
+    let enosys = compiled::DENY_ENOSYS.iter().map(instruction).collect();
+    Ok(vec![deny, enosys])
+}
+
+fn instruction(&(code, jt, jf, k): &(u16, u8, u8, u32)) -> sock_filter {
+    sock_filter { code, jt, jf, k }
 }
 
 /// `if (nr & X32_SYSCALL_BIT) return ERRNO(ENOSYS);` — placed before the
@@ -74,8 +65,8 @@ fn x32_guard() -> Vec<sock_filter> {
     ]
 }
 
-/// Installs the compiled filters on the calling thread (inherited by every
-/// child). Requires no_new_privs.
+/// Installs the filters on the calling thread (inherited by every child).
+/// Requires no_new_privs.
 pub fn apply(programs: &[BpfProgram]) -> Result<(), String> {
     for p in programs {
         seccompiler::apply_filter(p).map_err(|e| format!("installing a seccomp filter: {e}"))?;
@@ -85,6 +76,8 @@ pub fn apply(programs: &[BpfProgram]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[derive(serde::Deserialize)]
@@ -92,13 +85,25 @@ mod tests {
         filter: Vec<serde_json::Value>,
     }
 
+    fn policy() -> HashMap<String, Filter> {
+        serde_json::from_str(POLICY_X86_64).expect("policy is JSON")
+    }
+
     #[test]
-    fn policy_compiles_and_every_entry_has_a_reason() {
-        let programs = compile().expect("policy compiles");
+    fn compiled_policy_is_present_with_its_guard() {
+        let programs = programs().expect("x86_64 policy");
         assert_eq!(programs.len(), 2);
-        let doc: HashMap<String, Filter> =
-            serde_json::from_str(POLICY_X86_64).expect("policy is JSON");
-        for (name, f) in &doc {
+        assert_eq!(programs[0][..3], x32_guard()[..]);
+        assert!(
+            programs[0].len() > 100,
+            "{} instructions",
+            programs[0].len()
+        );
+    }
+
+    #[test]
+    fn every_entry_has_a_reason() {
+        for (name, f) in &policy() {
             for rule in &f.filter {
                 let reason = rule.get("comment").and_then(|c| c.as_str()).unwrap_or("");
                 assert!(reason.len() > 10, "{name}: {rule} has no reason");
@@ -108,10 +113,8 @@ mod tests {
 
     #[test]
     fn no_syscall_is_listed_twice_without_arguments() {
-        let doc: HashMap<String, Filter> =
-            serde_json::from_str(POLICY_X86_64).expect("policy is JSON");
         let mut seen = std::collections::HashSet::new();
-        for f in doc.values() {
+        for f in policy().values() {
             for rule in &f.filter {
                 if rule.get("args").is_none() {
                     let name = rule["syscall"].as_str().unwrap_or_default().to_string();

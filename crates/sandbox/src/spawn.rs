@@ -165,6 +165,7 @@ impl Sandbox {
             control: control_child.as_raw_fd(),
             drop_groups: matches!(ids, IdMode::Privileged { .. }),
             exe: c"/proc/self/exe",
+            dev_null: c"/dev/null",
             argv: [INIT_ARGV0_C.as_ptr(), std::ptr::null()],
             envp: [std::ptr::null()],
         };
@@ -367,12 +368,19 @@ impl Sandbox {
     pub fn destroy(mut self) -> Result<TeardownReport, SandboxError> {
         self.kill();
         self.reap()?;
-        let mut report = teardown::scan(&self.namespaces)?;
-        if let Some(cg) = self.cgroup.take() {
-            let removed = cg.kill_all().and_then(|()| cg.remove());
-            if removed.is_err() || cg.exists() {
-                report.leftover_cgroups = cg.paths().into_iter().filter(|p| p.exists()).collect();
-            }
+        let Some(cg) = self.cgroup.take() else {
+            return teardown::scan(&self.namespaces);
+        };
+        // Every process of the job is in its cgroup and cannot leave it (no
+        // cgroupfs in the sandbox, no capabilities): an empty cgroup proves
+        // nothing survived, nested namespaces included.
+        let mut report = TeardownReport {
+            leftover_pids: cg.procs().unwrap_or_default(),
+            ..TeardownReport::default()
+        };
+        let removed = cg.kill_all().and_then(|()| cg.remove());
+        if removed.is_err() || cg.exists() {
+            report.leftover_cgroups = cg.paths().into_iter().filter(|p| p.exists()).collect();
         }
         Ok(report)
     }
@@ -532,6 +540,7 @@ struct ChildPlan {
     control: RawFd,
     drop_groups: bool,
     exe: &'static CStr,
+    dev_null: &'static CStr,
     argv: [*const libc::c_char; 2],
     envp: [*const libc::c_char; 1],
 }
@@ -590,6 +599,24 @@ fn child_after_clone(plan: &ChildPlan) -> ! {
         if unsafe { libc::dup2(plan.control, CONTROL_FD) } < 0 {
             child_exit(15);
         }
+    }
+    // The init must not hold the runner's stdin, stdout or stderr (a
+    // terminal, perhaps): it reports only through the control socket.
+    // SAFETY: open on a NUL-terminated path; the result is checked.
+    let null = unsafe { libc::open(plan.dev_null.as_ptr(), libc::O_RDWR) };
+    if null < 0 {
+        child_exit(18);
+    }
+    for fd in 0..3 {
+        // SAFETY: dup2 on valid fd numbers; fd 3 (the control socket) is
+        // never a target, and `null` is not 3 because fd 3 is taken.
+        if fd != null && unsafe { libc::dup2(null, fd) } < 0 {
+            child_exit(19);
+        }
+    }
+    if null > CONTROL_FD {
+        // SAFETY: closing the /dev/null fd we opened above.
+        unsafe { libc::close(null) };
     }
     // SAFETY: exe, argv and envp are NUL-terminated C strings and
     // NULL-terminated pointer arrays built before the clone; execve only

@@ -24,6 +24,7 @@ fn main() {
         Trial::test("deadline_kills_the_whole_tree", deadline_kills_tree),
         Trial::test("daemonised_process_does_not_outlive_the_job", daemon_dies),
         Trial::test("missing_program_is_reported", missing_program),
+        Trial::test("init_holds_none_of_the_runners_stdio", init_stdio),
         Trial::test("artifacts_copy_files_and_directories", artifacts_copy),
         Trial::test(
             "artifact_symlinks_cannot_reach_the_host",
@@ -259,6 +260,15 @@ fn missing_program() -> Result<(), Failed> {
         matches!(&outcome, CommandOutcome::SpawnFailed(e) if e.contains("/no/such/program")),
         format!("{outcome:?}"),
     )
+}
+
+fn init_stdio() -> Result<(), Failed> {
+    let job = job()?;
+    for fd in 0..3 {
+        let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", job.sandbox.pid()))?;
+        check(link == Path::new("/dev/null"), format!("init fd {fd} is {link:?}"))?;
+    }
+    Ok(())
 }
 
 fn artifacts_copy() -> Result<(), Failed> {
