@@ -657,3 +657,34 @@ e2e!(doctor_reports_every_layer, |w| {
         text.stdout
     );
 });
+
+e2e!(every_malformed_pipeline_exits_2_with_its_position, |w| {
+    // The exact line:col of each file is asserted by the spec crate's
+    // table (crates/spec/tests/malformed.rs); here the binary must turn
+    // every one of them into exit 2 and a `file:line:col:` message.
+    let dir = repo().join("crates/spec/tests/malformed");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "only {} malformed files", files.len());
+    for file in files {
+        let r = w.airlock(&["validate", file.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{}: {}", file.display(), r.stderr);
+        let rest = r
+            .stderr
+            .strip_prefix(&format!("airlock: {}:", file.display()))
+            .unwrap_or_else(|| panic!("{}: {}", file.display(), r.stderr));
+        let mut parts = rest.splitn(3, ':');
+        let (line, col) = (parts.next().unwrap(), parts.next().unwrap());
+        assert!(
+            line.parse::<u32>().is_ok_and(|l| l >= 1) && col.parse::<u32>().is_ok_and(|c| c >= 1),
+            "{}: no line:col in {}",
+            file.display(),
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+});
