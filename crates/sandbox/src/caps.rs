@@ -28,7 +28,9 @@ pub(crate) fn drop_all() -> Result<(), String> {
     for n in 0..=MAX_CAP {
         let cap = CapabilitySet::from_bits_retain(1 << n);
         match remove_capability_from_bounding_set(cap) {
-            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Ok(()) => {}
+            // Past the kernel's last capability.
+            Err(rustix::io::Errno::INVAL) => break,
             Err(e) => return Err(format!("drop capability {n} from the bounding set: {e}")),
         }
     }

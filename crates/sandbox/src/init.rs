@@ -41,6 +41,8 @@ fn run() -> i32 {
     // init's memory, environment or fds through /proc/1, nor ptrace it.
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     close_inherited_fds();
+    // Files the init creates (the generated /etc) are 0644, directories 0755.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     // SAFETY: the runner placed the control socket at fd 3 just before exec
     // (spawn::child_after_clone) and nothing else owns that fd.
     let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };

@@ -17,7 +17,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{
@@ -55,8 +55,6 @@ const HOST_ETC: &[(&str, &str)] = &[
         "ld.so.cache",
         "the dynamic loader finds libraries through it",
     ),
-    ("ld.so.conf", "the dynamic loader's configuration"),
-    ("ld.so.conf.d", "the dynamic loader's configuration"),
     ("localtime", "local time zone for logs and date"),
     ("os-release", "tools that identify the distribution"),
     ("ssl", "CA certificates for TLS clients"),
@@ -166,9 +164,8 @@ fn etc(config: &SandboxConfig) -> Result<()> {
     ];
     for (name, content) in files {
         let path = format!("{etc}/{name}");
+        // 0644 under the init's umask.
         fs::write(&path, content).map_err(|e| fail(format!("write /etc/{name}"), e))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
-            .map_err(|e| fail(format!("chmod /etc/{name}"), e))?;
     }
     for (name, _why) in HOST_ETC {
         let host = format!("{OLD}/etc/{name}");
@@ -259,29 +256,36 @@ const PROC_MASKED_DIRS: &[&str] = &["acpi", "asound", "scsi", "driver"];
 /// `/proc` trees that stay readable but become read-only.
 const PROC_READ_ONLY: &[&str] = &["sys", "bus", "fs", "irq"];
 
+/// Where the masks come from: a read-only tmpfs (in the scratch root, never
+/// visible to the job) holding an empty file and an empty directory, both
+/// mode 0000. A bind mount inherits its source's flags, so each mask is one
+/// `mount` call and comes out read-only, nosuid, nodev and noexec; with no
+/// capabilities, even the job's root cannot open it (EACCES).
+const MASKS: &str = "/masks";
+
 fn mask_proc() -> Result<()> {
-    let null = format!("{OLD}/dev/null");
-    for name in PROC_MASKED_FILES {
-        let target = format!("{NEW}/proc/{name}");
-        if Path::new(&target).exists() {
-            rustix::mount::mount_bind(null.as_str(), target.as_str())
-                .map_err(|e| fail(format!("mask /proc/{name}"), e))?;
-            // nodev too: opening the masked file fails outright.
-            set_attr(
-                &target,
-                ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC,
-                false,
-            )?;
-        }
-    }
-    for name in PROC_MASKED_DIRS {
-        let target = format!("{NEW}/proc/{name}");
-        if Path::new(&target).is_dir() {
-            tmpfs(
-                &target,
-                "mode=0555,size=4k",
-                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-            )?;
+    mkdir(MASKS, 0o700)?;
+    tmpfs(
+        MASKS,
+        "mode=0700,size=4k",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+    )?;
+    let (file, dir) = (format!("{MASKS}/file"), format!("{MASKS}/dir"));
+    fs::File::create(&file).map_err(|e| fail("create the mask file", e))?;
+    fs::set_permissions(&file, fs::Permissions::from_mode(0))
+        .map_err(|e| fail("chmod the mask file", e))?;
+    mkdir(&dir, 0)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0))
+        .map_err(|e| fail("chmod the mask directory", e))?;
+    set_attr(MASKS, ATTR_RDONLY, false)?;
+    for (names, source) in [(PROC_MASKED_FILES, &file), (PROC_MASKED_DIRS, &dir)] {
+        for name in names {
+            let target = format!("{NEW}/proc/{name}");
+            match rustix::mount::mount_bind(source.as_str(), target.as_str()) {
+                // Absent on this kernel: nothing to mask.
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(fail(format!("mask /proc/{name}"), e)),
+            }
         }
     }
     for name in PROC_READ_ONLY {
@@ -307,7 +311,6 @@ fn dev() -> Result<()> {
         let host = format!("{OLD}/dev/{name}");
         rustix::mount::mount_bind(host.as_str(), target.as_str())
             .map_err(|e| fail(format!("bind /dev/{name}"), e))?;
-        set_attr(&target, ATTR_NOSUID | ATTR_NOEXEC, false)?;
     }
     for (name, target) in [
         ("fd", "/proc/self/fd"),
@@ -335,7 +338,10 @@ fn dev() -> Result<()> {
         &shm,
         "mode=1777,size=64m",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-    )
+    )?;
+    // nosuid and noexec on the device binds (and everything else in /dev)
+    // in one call.
+    set_attr(&dev, ATTR_NOSUID | ATTR_NOEXEC, true)
 }
 
 fn tmpfs(target: &str, options: &str, flags: MountFlags) -> Result<()> {
@@ -403,14 +409,13 @@ fn set_attr(target: &str, set: u64, recursive: bool) -> Result<()> {
     Ok(())
 }
 
+/// Creates a directory (mode filtered by the init's umask, 022).
 fn mkdir(path: &str, mode: u32) -> Result<()> {
-    match fs::create_dir(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(fail(format!("mkdir {}", shown(path)), e)),
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(fail(format!("mkdir {}", shown(path)), e)),
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| fail(format!("chmod {}", shown(path)), e))
 }
 
 fn mkdir_all(path: &str) -> Result<()> {

@@ -266,7 +266,10 @@ fn init_stdio() -> Result<(), Failed> {
     let job = job()?;
     for fd in 0..3 {
         let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", job.sandbox.pid()))?;
-        check(link == Path::new("/dev/null"), format!("init fd {fd} is {link:?}"))?;
+        check(
+            link == Path::new("/dev/null"),
+            format!("init fd {fd} is {link:?}"),
+        )?;
     }
     Ok(())
 }
