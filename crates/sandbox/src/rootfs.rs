@@ -272,10 +272,10 @@ fn mask_proc() -> Result<()> {
     )?;
     let (file, dir) = (format!("{MASKS}/file"), format!("{MASKS}/dir"));
     fs::File::create(&file).map_err(|e| fail("create the mask file", e))?;
-    fs::set_permissions(&file, fs::Permissions::from_mode(0))
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o000))
         .map_err(|e| fail("chmod the mask file", e))?;
-    mkdir(&dir, 0)?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0))
+    mkdir(&dir, 0o000)?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o000))
         .map_err(|e| fail("chmod the mask directory", e))?;
     set_attr(MASKS, ATTR_RDONLY, false)?;
     for (names, source) in [(PROC_MASKED_FILES, &file), (PROC_MASKED_DIRS, &dir)] {
