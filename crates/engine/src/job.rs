@@ -2,11 +2,11 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use sandbox::cgroup::{Events, Limits};
-use sandbox::{CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxError};
+use sandbox::{CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxError, Spare};
 use state::Status;
 
 use crate::event::{Bus, Event};
@@ -37,6 +37,8 @@ pub(crate) struct JobContext<'a> {
     pub killers: &'a Mutex<Vec<(String, Killer)>>,
     /// Whether jobs get a cgroup (false only in the allowed degraded mode).
     pub cgroups: bool,
+    /// Sandboxes prepared ahead of time (see [`crate::run`]).
+    pub spares: &'a Mutex<Option<mpsc::Receiver<Spare>>>,
 }
 
 /// Runs `plan` to completion and publishes its events.
@@ -65,7 +67,18 @@ fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> Job
             limits: plan.limits,
         });
     }
-    let mut sandbox = match Sandbox::create(&config) {
+    // A spare sandbox leaves only the job-specific setup on this path; if
+    // none can be had, build one from scratch (which also reports why).
+    let spare = ctx
+        .spares
+        .lock()
+        .ok()
+        .and_then(|rx| rx.as_ref().and_then(|rx| rx.recv().ok()));
+    let created = match spare {
+        Some(spare) => spare.start(&config),
+        None => Sandbox::create(&config),
+    };
+    let mut sandbox = match created {
         Ok(s) => s,
         Err(e) => {
             let refused = matches!(

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
+
+use sandbox::Spare;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -147,6 +149,9 @@ pub fn run(
         jobs: plans.iter().map(|p| p.id.clone()).collect(),
         degraded: degraded.clone(),
     });
+    let parallel = options.parallel.max(1);
+    let (spare_tx, spare_rx) = mpsc::sync_channel::<Spare>(parallel);
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let ctx = JobContext {
         bus: &bus,
         run,
@@ -154,8 +159,43 @@ pub fn run(
         cancel,
         killers: &Mutex::new(Vec::new()),
         cgroups,
+        spares: &Mutex::new(Some(spare_rx)),
     };
-    let outcomes = schedule(&plans, options.parallel.max(1), &ctx)?;
+    let outcomes = std::thread::scope(|scope| {
+        // Prepares sandboxes ahead of the jobs, at most `parallel` waiting,
+        // one per job at most: a job's critical path keeps only its own
+        // setup (source, workspace, limits, hardening).
+        let jobs = plans.len();
+        let layers = plans.first().map(|p| p.sandbox.layers).unwrap_or_default();
+        std::thread::Builder::new()
+            .name("spares".into())
+            .spawn_scoped(scope, move || {
+                for _ in 0..jobs {
+                    match Spare::prepare(layers, cgroups) {
+                        Ok(spare) => {
+                            if spare_tx.send(spare).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!("no spare sandbox: {e}");
+                            break;
+                        }
+                    }
+                }
+                drop(spare_tx);
+                // Sandboxes die with the thread that cloned them (the
+                // parent-death signal): stay until every job is done.
+                let _ = stop_rx.recv();
+            })
+            .map_err(EngineError::Thread)?;
+        let outcomes = schedule(&plans, parallel, &ctx);
+        // Closing the channel kills the unclaimed spares as they drop and
+        // stops the spawner's production; then it may end.
+        drop(ctx.spares.lock().ok().and_then(|mut rx| rx.take()));
+        drop(stop_tx);
+        outcomes
+    })?;
 
     let mut jobs = Vec::with_capacity(plans.len());
     let mut refused = false;

@@ -42,13 +42,9 @@ fn allocate_in(dir: &Path) -> io::Result<HostIds> {
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let start = (std::process::id().wrapping_mul(7919) ^ nanos) % SLOTS;
-    for i in 0..SLOTS {
-        let slot = (start + i) % SLOTS;
+    // Lowest free slot first: the lock files stay as few as the most jobs
+    // that ever ran at once.
+    for slot in 0..SLOTS {
         let uid = BASE + slot;
         let file = OpenOptions::new()
             .create(true)

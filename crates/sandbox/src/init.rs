@@ -48,21 +48,50 @@ fn run() -> i32 {
     let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
 
-    match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
-        Ok(Some((ToInit::Setup(config), _))) => {
-            if let Err(e) = rootfs::setup(&config).and_then(|()| harden(&config)) {
-                let _ = proto::send(
-                    control.as_fd(),
-                    &FromInit::SetupFailed {
-                        stage: e.stage,
-                        error: e.error,
-                    },
-                    &[],
-                );
-                return 1;
-            }
-        }
+    let fail = |stage: String, error: String| {
+        let _ = proto::send(
+            control.as_fd(),
+            &FromInit::SetupFailed { stage, error },
+            &[],
+        );
+    };
+    let layers = match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
+        Ok(Some((ToInit::Prepare(layers), _))) => layers,
         _ => return 2,
+    };
+    if let Err(e) = rootfs::prepare(&layers) {
+        fail(e.stage, e.error);
+        return 1;
+    }
+    if proto::send(control.as_fd(), &FromInit::Prepared, &[]).is_err() {
+        return 3;
+    }
+    let config = match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
+        Ok(Some((ToInit::Setup(config), _))) => config,
+        // The runner dropped a spare it did not need.
+        _ => return 0,
+    };
+    if config.layers != layers {
+        fail(
+            "setup".into(),
+            format!("prepared with {layers:?}, asked for {:?}", config.layers),
+        );
+        return 1;
+    }
+    // The runner has moved us into the job's cgroup: make it the root of
+    // the job's cgroup namespace, so the job sees "/" and nothing of the
+    // host's tree.
+    let flags = rustix::thread::UnshareFlags::NEWCGROUP;
+    // SAFETY: only the cgroup namespace is unshared (not the fd table), and
+    // this process has a single thread.
+    let unshared = unsafe { rustix::thread::unshare_unsafe(flags) };
+    if let Err(e) = unshared {
+        fail("cgroup namespace".into(), e.to_string());
+        return 1;
+    }
+    if let Err(e) = rootfs::finish(&config).and_then(|()| harden(&config)) {
+        fail(e.stage, e.error);
+        return 1;
     }
     if proto::send(control.as_fd(), &FromInit::Ready, &[]).is_err() {
         return 3;

@@ -30,5 +30,5 @@ pub use config::{CgroupSpec, CommandSpec, Layers, SandboxConfig};
 pub use error::SandboxError;
 pub use init::{run_if_init, INIT_ARGV0};
 pub use proto::MAX_MESSAGE;
-pub use spawn::{CommandOutcome, IdMode, Killer, Output, Sandbox, IDLE_TICK, NOBODY};
+pub use spawn::{CommandOutcome, IdMode, Killer, Output, Sandbox, Spare, IDLE_TICK, NOBODY};
 pub use teardown::TeardownReport;

@@ -17,7 +17,7 @@ use rustix::net::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CommandSpec, SandboxConfig};
+use crate::config::{CommandSpec, Layers, SandboxConfig};
 
 /// Largest datagram either side sends; a step script must fit in it.
 pub const MAX_MESSAGE: usize = 128 * 1024;
@@ -25,7 +25,10 @@ pub const MAX_MESSAGE: usize = 128 * 1024;
 /// Runner -> init.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToInit {
-    /// Build the file system and report `Ready`.
+    /// Build the job-independent part of the file system with these layers
+    /// and report `Prepared`.
+    Prepare(Layers),
+    /// Finish the file system for this job, harden, and report `Ready`.
     Setup(SandboxConfig),
     /// Run a command with the attached fd as its stdout and stderr.
     Run(CommandSpec),
@@ -34,6 +37,8 @@ pub(crate) enum ToInit {
 /// Init -> runner.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum FromInit {
+    /// The job-independent part is built; waiting for `Setup`.
+    Prepared,
     /// The sandbox is built; commands may run.
     Ready,
     /// Setup failed at `stage`.

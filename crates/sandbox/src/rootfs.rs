@@ -1,6 +1,9 @@
 //! The job's file system, built by the init inside its own mount namespace.
 //!
-//! Order (after Firecracker's jailer and bubblewrap):
+//! Built in two phases: [`prepare`] (everything that does not depend on the
+//! job, done ahead of time by a spare sandbox) and [`finish`] (the job's
+//! source, workspace, host name, then the final pivot). Order (after
+//! Firecracker's jailer and bubblewrap):
 //! 1. make every mount private (`MS_PRIVATE|MS_REC`), so nothing propagates
 //!    back to the host;
 //! 2. mount a scratch tmpfs on `/tmp` and `pivot_root` into it; the host's
@@ -25,7 +28,7 @@ use rustix::mount::{
     UnmountFlags,
 };
 
-use crate::config::SandboxConfig;
+use crate::config::{Layers, SandboxConfig};
 
 /// Where setup failed and why; sent back to the runner as text.
 #[derive(Debug)]
@@ -72,8 +75,11 @@ const SCRATCH: &str = "/tmp";
 const OLD: &str = "/oldroot";
 const NEW: &str = "/newroot";
 
-/// Builds the job's root file system and pivots into it.
-pub(crate) fn setup(config: &SandboxConfig) -> Result<()> {
+/// Builds the job-independent part of the root: private mounts, the scratch
+/// pivot, host `/usr`, the generic `/etc`, `/run`, `/proc` (masked if
+/// asked), `/dev`, and the loopback interface. A spare sandbox does this
+/// before any job claims it.
+pub(crate) fn prepare(layers: &Layers) -> Result<()> {
     mount_change(
         "/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
@@ -98,18 +104,22 @@ pub(crate) fn setup(config: &SandboxConfig) -> Result<()> {
     )?;
 
     usr()?;
-    etc(config)?;
-    source(config)?;
-    scratch_dirs(config)?;
+    etc()?;
+    run_dirs()?;
     proc()?;
-    if config.layers.proc_masking {
+    if layers.proc_masking {
         mask_proc()?;
     }
     dev()?;
+    crate::netns::loopback_up().map_err(|e| fail("bring up the loopback interface", e))
+}
 
-    rustix::system::sethostname(config.hostname.as_bytes())
-        .map_err(|e| fail("set the host name", e))?;
-    crate::netns::loopback_up().map_err(|e| fail("bring up the loopback interface", e))?;
+/// Adds what is specific to the job (host name, source, workspace and
+/// `/tmp` sizes), makes the root read-only and pivots into it.
+pub(crate) fn finish(config: &SandboxConfig) -> Result<()> {
+    hostname(&config.hostname)?;
+    source(config)?;
+    scratch_dirs(config)?;
 
     // The root tmpfs itself is read-only from now on; the writable places
     // are their own mounts.
@@ -143,30 +153,38 @@ fn usr() -> Result<()> {
     Ok(())
 }
 
-fn etc(config: &SandboxConfig) -> Result<()> {
-    let etc = format!("{NEW}/etc");
-    mkdir(&etc, 0o755)?;
-    let hostname = &config.hostname;
-    let files: [(&str, String); 6] = [
-        (
-            "passwd",
-            "root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-                .into(),
-        ),
-        ("group", "root:x:0:\nnogroup:x:65534:\n".into()),
-        (
-            "hosts",
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-        ),
-        ("hostname", format!("{hostname}\n")),
-        ("resolv.conf", "# airlock: this job has no DNS (network: none)\n".into()),
-        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
-    ];
+/// Writes the generated files of `/etc` (0644 under the init's umask).
+fn write_etc(files: &[(&str, &str)]) -> Result<()> {
     for (name, content) in files {
-        let path = format!("{etc}/{name}");
-        // 0644 under the init's umask.
+        let path = format!("{NEW}/etc/{name}");
         fs::write(&path, content).map_err(|e| fail(format!("write /etc/{name}"), e))?;
     }
+    Ok(())
+}
+
+fn hostname(name: &str) -> Result<()> {
+    rustix::system::sethostname(name.as_bytes()).map_err(|e| fail("set the host name", e))?;
+    write_etc(&[
+        (
+            "hosts",
+            &format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{name}\n"),
+        ),
+        ("hostname", &format!("{name}\n")),
+    ])
+}
+
+fn etc() -> Result<()> {
+    let etc = format!("{NEW}/etc");
+    mkdir(&etc, 0o755)?;
+    write_etc(&[
+        (
+            "passwd",
+            "root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        ),
+        ("group", "root:x:0:\nnogroup:x:65534:\n"),
+        ("resolv.conf", "# airlock: this job has no DNS (network: none)\n"),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
+    ])?;
     for (name, _why) in HOST_ETC {
         let host = format!("{OLD}/etc/{name}");
         let target = format!("{etc}/{name}");
@@ -207,13 +225,19 @@ fn scratch_dirs(config: &SandboxConfig) -> Result<()> {
     )?;
     let tmp = format!("{NEW}/tmp");
     mkdir(&tmp, 0o1777)?;
-    tmpfs(&tmp, &format!("mode=1777,size={}", config.tmp_size), flags)?;
+    tmpfs(&tmp, &format!("mode=1777,size={}", config.tmp_size), flags)
+}
+
+fn run_dirs() -> Result<()> {
     let run = format!("{NEW}/run");
     mkdir(&run, 0o755)?;
-    tmpfs(&run, "mode=0755,size=1m", flags | MountFlags::NOEXEC)?;
+    tmpfs(
+        &run,
+        "mode=0755,size=1m",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+    )?;
     mkdir(&format!("{NEW}/var"), 0o755)?;
-    symlink("/tmp", format!("{NEW}/var/tmp")).map_err(|e| fail("symlink /var/tmp", e))?;
-    Ok(())
+    symlink("/tmp", format!("{NEW}/var/tmp")).map_err(|e| fail("symlink /var/tmp", e))
 }
 
 fn proc() -> Result<()> {

@@ -22,7 +22,7 @@ use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitOptions};
 
 use crate::cgroup::{self, Cgroup, Events};
-use crate::config::{CommandSpec, SandboxConfig};
+use crate::config::{CommandSpec, Layers, SandboxConfig};
 use crate::error::SandboxError;
 use crate::ids::{self, HostIds};
 use crate::init::INIT_ARGV0;
@@ -112,7 +112,7 @@ pub struct Sandbox {
 }
 
 /// Namespaces every sandbox gets at clone. The cgroup namespace comes
-/// later: the child unshares it once the runner has moved it into the job's
+/// later: the init unshares it once the runner has moved it into the job's
 /// cgroup, so that cgroup becomes the root of the job's view.
 const CLONE_FLAGS: i32 = libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
@@ -122,34 +122,14 @@ const CLONE_FLAGS: i32 = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNET;
 
 impl Sandbox {
-    /// Creates a sandbox. Under a privileged runner the job gets a host
-    /// identity of its own ([`crate::ids`]); rootless, the invoking user's.
+    /// Creates a sandbox: [`Spare::prepare`] then [`Spare::start`].
     pub fn create(config: &SandboxConfig) -> Result<Sandbox, SandboxError> {
-        match IdMode::current() {
-            IdMode::Privileged { .. } => {
-                let host = ids::allocate()
-                    .map_err(|e| SandboxError::io("claim a host uid for the job", e))?;
-                let mode = IdMode::Privileged {
-                    uid: host.uid,
-                    gid: host.gid,
-                };
-                let mut sandbox = Sandbox::create_as(config, mode)?;
-                sandbox._host_ids = Some(host);
-                Ok(sandbox)
-            }
-            rootless => Sandbox::create_as(config, rootless),
-        }
+        Spare::prepare(config.layers, false)?.start(config)
     }
 
-    /// Creates a sandbox whose root maps to `ids` on the host.
-    pub fn create_as(config: &SandboxConfig, ids: IdMode) -> Result<Sandbox, SandboxError> {
-        let cgroup = match &config.cgroup {
-            Some(spec) => Some(
-                cgroup::create(&spec.name, &spec.limits)
-                    .map_err(|e| SandboxError::Cgroup(e.to_string()))?,
-            ),
-            None => None,
-        };
+    /// Clones the init in fresh namespaces, maps `ids`, and has it build the
+    /// job-independent part of the root.
+    fn spawn(layers: Layers, ids: IdMode) -> Result<Sandbox, SandboxError> {
         let (control, control_child) = socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -205,9 +185,6 @@ impl Sandbox {
             Ok(fd) => fd,
             Err(e) => {
                 kill_and_reap_pid(pid);
-                if let Some(cg) = &cgroup {
-                    let _ = cg.remove();
-                }
                 return Err(SandboxError::io("open a pidfd for the sandbox init", e));
             }
         };
@@ -216,34 +193,35 @@ impl Sandbox {
             pidfd,
             control,
             namespaces: Namespaces::default(),
-            cgroup,
+            cgroup: None,
             _host_ids: None,
             reaped: false,
             buf: vec![0; MAX_MESSAGE + 1],
         };
-        // From here on, dropping `sandbox` on an error kills and reaps it
-        // and removes its cgroup. The child waits on the sync pipe, so it
-        // is in its cgroup before it runs a single instruction of its own.
-        if let Some(cg) = &sandbox.cgroup {
-            cg.add_task(raw_pid)
-                .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
-        }
+        // From here on, dropping `sandbox` on an error kills and reaps it.
         write_id_maps(pid, ids)?;
         rustix::io::write(&sync_w, b"g")
             .map_err(|e| SandboxError::io("release the sandbox init", e))?;
         drop(sync_w);
         sandbox.namespaces = Namespaces::open(pid)?;
+        sandbox.send(&ToInit::Prepare(layers), None)?;
+        sandbox.expect(&FromInit::Prepared)?;
+        Ok(sandbox)
+    }
 
-        sandbox.send(&ToInit::Setup(config.clone()), None)?;
-        match sandbox.recv()? {
-            Some((FromInit::Ready, _)) => Ok(sandbox),
+    /// Waits for the init's answer to a setup request.
+    fn expect(&mut self, want: &FromInit) -> Result<(), SandboxError> {
+        match self.recv()? {
+            Some((got, _)) if std::mem::discriminant(&got) == std::mem::discriminant(want) => {
+                Ok(())
+            }
             Some((FromInit::SetupFailed { stage, error }, _)) => {
                 Err(SandboxError::Setup { stage, error })
             }
             Some((other, _)) => Err(SandboxError::Protocol(format!(
-                "expected Ready from the sandbox init, got {other:?}"
+                "expected {want:?} from the sandbox init, got {other:?}"
             ))),
-            None => Err(SandboxError::InitDied(sandbox.exit_description())),
+            None => Err(SandboxError::InitDied(self.exit_description())),
         }
     }
 
@@ -447,6 +425,93 @@ impl Drop for Sandbox {
     }
 }
 
+/// A sandbox prepared ahead of its job: namespaces created, ids mapped, the
+/// init running, and the job-independent part of the root built. Claiming
+/// it with [`Spare::start`] leaves only the job-specific work on the job's
+/// critical path. Dropping an unclaimed spare kills it.
+#[derive(Debug)]
+pub struct Spare {
+    sandbox: Sandbox,
+    layers: Layers,
+}
+
+impl Spare {
+    /// Prepares a spare with these layers (and, if `cgroup`, a cgroup
+    /// without limits yet, which the init joins at once). Under a privileged
+    /// runner it claims a host identity of its own ([`crate::ids`]);
+    /// rootless, it uses the invoking user's.
+    pub fn prepare(layers: Layers, cgroup: bool) -> Result<Spare, SandboxError> {
+        let sandbox = match IdMode::current() {
+            IdMode::Privileged { .. } => {
+                let host = ids::allocate()
+                    .map_err(|e| SandboxError::io("claim a host uid for the job", e))?;
+                let mode = IdMode::Privileged {
+                    uid: host.uid,
+                    gid: host.gid,
+                };
+                let mut sandbox = Sandbox::spawn(layers, mode)?;
+                sandbox._host_ids = Some(host);
+                sandbox
+            }
+            rootless => Sandbox::spawn(layers, rootless)?,
+        };
+        let mut spare = Spare { sandbox, layers };
+        if cgroup {
+            let cg = cgroup::create(&cgroup::spare_name(), &cgroup::Limits::default())
+                .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
+            let pid = spare.sandbox.pid();
+            // Owned by the sandbox from here: removed with it on any error.
+            spare
+                .sandbox
+                .cgroup
+                .insert(cg)
+                .add_task(pid)
+                .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
+        }
+        Ok(spare)
+    }
+
+    /// Turns the spare into the sandbox of the job `config` describes: its
+    /// cgroup (created now, the init moved into it before it does anything
+    /// for the job), source, workspace, host name, and every hardening
+    /// layer.
+    pub fn start(self, config: &SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let mut sandbox = self.sandbox;
+        if config.layers != self.layers {
+            return Err(SandboxError::Protocol(format!(
+                "a spare prepared with {:?} cannot run a job asking for {:?}",
+                self.layers, config.layers
+            )));
+        }
+        let cgroup_err = |e: std::io::Error| SandboxError::Cgroup(e.to_string());
+        match (&config.cgroup, sandbox.cgroup.as_mut()) {
+            (Some(spec), Some(cg)) => {
+                cg.rename(&spec.name).map_err(cgroup_err)?;
+                cg.set_limits(&spec.limits).map_err(cgroup_err)?;
+            }
+            (Some(spec), None) => {
+                let cg = cgroup::create(&spec.name, &spec.limits).map_err(cgroup_err)?;
+                let pid = sandbox.pid();
+                // Owned by the sandbox from here: removed with it on any error.
+                sandbox
+                    .cgroup
+                    .insert(cg)
+                    .add_task(pid)
+                    .map_err(cgroup_err)?;
+            }
+            (None, Some(_)) => {
+                return Err(SandboxError::Protocol(
+                    "a spare with a cgroup cannot run a job without one".into(),
+                ))
+            }
+            (None, None) => {}
+        }
+        sandbox.send(&ToInit::Setup(config.clone()), None)?;
+        sandbox.expect(&FromInit::Ready)?;
+        Ok(sandbox)
+    }
+}
+
 /// Kills a sandbox from another thread.
 #[derive(Debug)]
 pub struct Killer {
@@ -566,13 +631,6 @@ fn child_after_clone(plan: &ChildPlan) -> ! {
     }
     let root_gid = rustix::process::Gid::ROOT;
     let root_uid = rustix::process::Uid::ROOT;
-    // The runner has moved us into the job's cgroup: make it our cgroup
-    // namespace's root, so the job sees "/" and nothing of the host's tree.
-    // SAFETY: only the cgroup namespace is unshared (not the fd table), and
-    // this process has a single thread.
-    if unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWCGROUP) }.is_err() {
-        child_exit(17);
-    }
     if rustix::thread::set_thread_res_gid(root_gid, root_gid, root_gid).is_err() {
         child_exit(11);
     }

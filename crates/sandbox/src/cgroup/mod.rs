@@ -115,6 +115,10 @@ pub struct Events {
 
 /// One job's cgroup.
 pub trait Cgroup: fmt::Debug + Send + Sync {
+    /// Writes the limits (memory with swap off, cpu quota, pids).
+    fn set_limits(&self, limits: &Limits) -> io::Result<()>;
+    /// Renames the cgroup (in place, under the same parent).
+    fn rename(&mut self, name: &str) -> io::Result<()>;
     /// Moves process `pid` into the cgroup.
     fn add_task(&self, pid: i32) -> io::Result<()>;
     /// Limit events so far.
@@ -151,6 +155,14 @@ pub fn recover() -> io::Result<Vec<String>> {
         Layout::Unified => v2::recover(&v2::parent(Path::new("/sys/fs/cgroup"))?),
         Layout::Hybrid | Layout::Legacy => v1::recover(),
     }
+}
+
+/// A provisional name for the cgroup of a spare sandbox (renamed with
+/// [`name_for`] when a job claims it).
+pub fn spare_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("spare-{n}.0.{}", std::process::id())
 }
 
 /// The cgroup name for a job of a run by this process.

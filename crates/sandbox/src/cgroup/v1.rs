@@ -85,7 +85,7 @@ impl V1 {
             }
             cg.dirs.push((controller, dir));
         }
-        if let Err(e) = cg.apply(limits) {
+        if let Err(e) = cg.set_limits(limits) {
             let _ = cg.remove();
             return Err(e);
         }
@@ -98,8 +98,10 @@ impl V1 {
             .find(|(c, _)| c == controller)
             .map(|(_, d)| d.as_path())
     }
+}
 
-    fn apply(&self, limits: &Limits) -> io::Result<()> {
+impl Cgroup for V1 {
+    fn set_limits(&self, limits: &Limits) -> io::Result<()> {
         if let (Some(bytes), Some(dir)) = (limits.memory, self.dir("memory")) {
             // The memory limit first: memsw may never be below it.
             write(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
@@ -123,9 +125,16 @@ impl V1 {
         }
         Ok(())
     }
-}
 
-impl Cgroup for V1 {
+    fn rename(&mut self, name: &str) -> io::Result<()> {
+        for (_, dir) in &mut self.dirs {
+            let to = dir.with_file_name(name);
+            std::fs::rename(&*dir, &to).map_err(|e| super::with_path(e, dir))?;
+            *dir = to;
+        }
+        Ok(())
+    }
+
     fn add_task(&self, pid: i32) -> io::Result<()> {
         for (_, dir) in &self.dirs {
             write(&dir.join("cgroup.procs"), &pid.to_string())?;

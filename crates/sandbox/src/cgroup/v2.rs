@@ -47,14 +47,16 @@ impl V2 {
         let dir = parent.join(name);
         std::fs::create_dir(&dir).map_err(|e| super::with_path(e, &dir))?;
         let cg = V2 { dir };
-        if let Err(e) = cg.apply(limits) {
+        if let Err(e) = cg.set_limits(limits) {
             let _ = cg.remove();
             return Err(e);
         }
         Ok(cg)
     }
+}
 
-    fn apply(&self, limits: &Limits) -> io::Result<()> {
+impl Cgroup for V2 {
+    fn set_limits(&self, limits: &Limits) -> io::Result<()> {
         if let Some(bytes) = limits.memory {
             write(&self.dir.join("memory.max"), &bytes.to_string())?;
             let swap = self.dir.join("memory.swap.max");
@@ -73,9 +75,14 @@ impl V2 {
         }
         Ok(())
     }
-}
 
-impl Cgroup for V2 {
+    fn rename(&mut self, name: &str) -> io::Result<()> {
+        let to = self.dir.with_file_name(name);
+        std::fs::rename(&self.dir, &to).map_err(|e| super::with_path(e, &self.dir))?;
+        self.dir = to;
+        Ok(())
+    }
+
     fn add_task(&self, pid: i32) -> io::Result<()> {
         write(&self.dir.join("cgroup.procs"), &pid.to_string())
     }
