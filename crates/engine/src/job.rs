@@ -2,16 +2,17 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sandbox::cgroup::{Events, Limits};
-use sandbox::{CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxError, Spare};
+use sandbox::{CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxError};
 use state::Status;
 
 use crate::event::{Bus, Event};
 use crate::output::Lines;
 use crate::plan::JobPlan;
+use crate::spares::Spares;
 
 /// How one job ended.
 #[derive(Debug, Clone)]
@@ -37,8 +38,8 @@ pub(crate) struct JobContext<'a> {
     pub killers: &'a Mutex<Vec<(String, Killer)>>,
     /// Whether jobs get a cgroup (false only in the allowed degraded mode).
     pub cgroups: bool,
-    /// Sandboxes prepared ahead of time (see [`crate::run`]).
-    pub spares: &'a Mutex<Option<mpsc::Receiver<Spare>>>,
+    /// Sandboxes prepared ahead of time.
+    pub spares: &'a Spares,
 }
 
 /// Runs `plan` to completion and publishes its events.
@@ -69,12 +70,7 @@ fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> Job
     }
     // A spare sandbox leaves only the job-specific setup on this path; if
     // none can be had, build one from scratch (which also reports why).
-    let spare = ctx
-        .spares
-        .lock()
-        .ok()
-        .and_then(|rx| rx.as_ref().and_then(|rx| rx.recv().ok()));
-    let created = match spare {
+    let created = match ctx.spares.take() {
         Some(spare) => spare.start(&config),
         None => Sandbox::create(&config),
     };

@@ -12,6 +12,7 @@ mod output;
 pub mod plan;
 mod record;
 mod run;
+mod spares;
 
 pub use error::{EngineError, Refusal};
 pub use event::{Bus, Event, Subscriber};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
-use sandbox::Spare;
+use crate::spares::Spares;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -113,6 +113,53 @@ pub fn run(
         .map(|job| plan_job(pipeline, job))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let parallel = options.parallel.max(1);
+    std::thread::scope(|scope| {
+        // Spares start now, so that recording the run overlaps with them.
+        let layers = plans.first().map(|p| p.sandbox.layers).unwrap_or_default();
+        let spares = Spares::start(scope, plans.len(), parallel, layers, cgroups)?;
+        let report = record_and_schedule(
+            pipeline,
+            &plans,
+            parallel,
+            degraded,
+            Env {
+                store,
+                subscribers,
+                cancel,
+                cgroups,
+                spares: &spares,
+            },
+        );
+        spares.close();
+        report
+    })
+}
+
+/// What a run draws on besides its plans.
+struct Env<'a> {
+    store: &'a Store,
+    subscribers: &'a [&'a dyn Subscriber],
+    cancel: &'a AtomicBool,
+    cgroups: bool,
+    spares: &'a Spares,
+}
+
+/// Records the run, runs its jobs and records their outcome.
+fn record_and_schedule(
+    pipeline: &Pipeline,
+    plans: &[JobPlan],
+    parallel: usize,
+    degraded: Vec<String>,
+    env: Env<'_>,
+) -> Result<RunReport, EngineError> {
+    let Env {
+        store,
+        subscribers,
+        cancel,
+        cgroups,
+        spares,
+    } = env;
     let run = store.begin_run(&NewRun {
         pipeline: pipeline.name.clone(),
         file: pipeline.file.clone(),
@@ -149,9 +196,6 @@ pub fn run(
         jobs: plans.iter().map(|p| p.id.clone()).collect(),
         degraded: degraded.clone(),
     });
-    let parallel = options.parallel.max(1);
-    let (spare_tx, spare_rx) = mpsc::sync_channel::<Spare>(parallel);
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let ctx = JobContext {
         bus: &bus,
         run,
@@ -159,47 +203,13 @@ pub fn run(
         cancel,
         killers: &Mutex::new(Vec::new()),
         cgroups,
-        spares: &Mutex::new(Some(spare_rx)),
+        spares,
     };
-    let outcomes = std::thread::scope(|scope| {
-        // Prepares sandboxes ahead of the jobs, at most `parallel` waiting,
-        // one per job at most: a job's critical path keeps only its own
-        // setup (source, workspace, limits, hardening).
-        let jobs = plans.len();
-        let layers = plans.first().map(|p| p.sandbox.layers).unwrap_or_default();
-        std::thread::Builder::new()
-            .name("spares".into())
-            .spawn_scoped(scope, move || {
-                for _ in 0..jobs {
-                    match Spare::prepare(layers, cgroups) {
-                        Ok(spare) => {
-                            if spare_tx.send(spare).is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!("no spare sandbox: {e}");
-                            break;
-                        }
-                    }
-                }
-                drop(spare_tx);
-                // Sandboxes die with the thread that cloned them (the
-                // parent-death signal): stay until every job is done.
-                let _ = stop_rx.recv();
-            })
-            .map_err(EngineError::Thread)?;
-        let outcomes = schedule(&plans, parallel, &ctx);
-        // Closing the channel kills the unclaimed spares as they drop and
-        // stops the spawner's production; then it may end.
-        drop(ctx.spares.lock().ok().and_then(|mut rx| rx.take()));
-        drop(stop_tx);
-        outcomes
-    })?;
+    let outcomes = schedule(plans, parallel, &ctx)?;
 
     let mut jobs = Vec::with_capacity(plans.len());
     let mut refused = false;
-    for plan in &plans {
+    for plan in plans {
         let (outcome, took) = outcomes.get(&plan.id).cloned().unwrap_or_else(|| {
             (
                 JobOutcome {
