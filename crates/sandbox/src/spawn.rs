@@ -204,8 +204,9 @@ impl Sandbox {
             .map_err(|e| SandboxError::io("release the sandbox init", e))?;
         drop(sync_w);
         sandbox.namespaces = Namespaces::open(pid)?;
+        // The caller waits for `Prepared` (with `expect`), after doing its
+        // own share of the preparation meanwhile.
         sandbox.send(&ToInit::Prepare(layers), None)?;
-        sandbox.expect(&FromInit::Prepared)?;
         Ok(sandbox)
     }
 
@@ -456,6 +457,10 @@ impl Spare {
             rootless => Sandbox::spawn(layers, rootless)?,
         };
         let mut spare = Spare { sandbox, layers };
+        // While the init builds the job-independent root, join the cgroup:
+        // on cgroup v1 the first migration after a quiet spell waits for an
+        // RCU grace period (often 10 ms or more), which this overlaps. The
+        // init is in the cgroup before it does any work for a job.
         if cgroup {
             let cg = cgroup::create(&cgroup::spare_name(), &cgroup::Limits::default())
                 .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
@@ -468,6 +473,7 @@ impl Spare {
                 .add_task(pid)
                 .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
         }
+        spare.sandbox.expect(&FromInit::Prepared)?;
         Ok(spare)
     }
 
