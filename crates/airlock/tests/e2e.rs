@@ -688,3 +688,24 @@ e2e!(every_malformed_pipeline_exits_2_with_its_position, |w| {
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     }
 });
+
+e2e!(source_under_a_private_root_directory_is_mounted, |w| {
+    use std::os::unix::fs::PermissionsExt;
+    // Like a checkout under /root (0700): the job's host identity cannot
+    // walk this path, the runner can, and the job still sees its source.
+    let private = w.files.path().join("private");
+    let checkout = private.join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&checkout, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(checkout.join("hello.txt"), "from a private dir\n").unwrap();
+    let file = checkout.join("airlock.yml");
+    std::fs::write(
+        &file,
+        "version: 1\njobs:\n  a:\n    steps: [\"cat /src/hello.txt\"]\n",
+    )
+    .unwrap();
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("a │ from a private dir"), "{}", r.stdout);
+});

@@ -66,8 +66,8 @@ fn run() -> i32 {
     if proto::send(control.as_fd(), &FromInit::Prepared, &[]).is_err() {
         return 3;
     }
-    let config = match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
-        Ok(Some((ToInit::Setup(config), _))) => config,
+    let (config, source) = match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
+        Ok(Some((ToInit::Setup(config), Some(source)))) => (config, source),
         // The runner dropped a spare it did not need.
         _ => return 0,
     };
@@ -89,7 +89,9 @@ fn run() -> i32 {
         fail("cgroup namespace".into(), e.to_string());
         return 1;
     }
-    if let Err(e) = rootfs::finish(&config).and_then(|()| harden(&config)) {
+    let finished = rootfs::finish(&config, source.as_fd());
+    drop(source);
+    if let Err(e) = finished.and_then(|()| harden(&config)) {
         fail(e.stage, e.error);
         return 1;
     }

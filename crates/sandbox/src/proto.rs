@@ -29,6 +29,7 @@ pub(crate) enum ToInit {
     /// and report `Prepared`.
     Prepare(Layers),
     /// Finish the file system for this job, harden, and report `Ready`.
+    /// Carries the job's source directory as an fd.
     Setup(SandboxConfig),
     /// Run a command with the attached fd as its stdout and stderr.
     Run(CommandSpec),

@@ -19,6 +19,7 @@
 
 use std::ffi::CString;
 use std::fs;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,10 @@ const SCRATCH: &str = "/tmp";
 const OLD: &str = "/oldroot";
 const NEW: &str = "/newroot";
 
+/// Where the host's tree is, under the scratch root, while the init builds
+/// the job's root (the runner opens the job's source through it).
+pub(crate) const HOST_TREE: &str = OLD;
+
 /// Builds the job-independent part of the root: private mounts, the scratch
 /// pivot, host `/usr`, the generic `/etc`, `/run`, `/proc` (masked if
 /// asked), `/dev`, and the loopback interface. A spare sandbox does this
@@ -116,9 +121,9 @@ pub(crate) fn prepare(layers: &Layers) -> Result<()> {
 
 /// Adds what is specific to the job (host name, source, workspace and
 /// `/tmp` sizes), makes the root read-only and pivots into it.
-pub(crate) fn finish(config: &SandboxConfig) -> Result<()> {
+pub(crate) fn finish(config: &SandboxConfig, source_dir: BorrowedFd<'_>) -> Result<()> {
     hostname(&config.hostname)?;
-    source(config)?;
+    source(source_dir)?;
     scratch_dirs(config)?;
 
     // The root tmpfs itself is read-only from now on; the writable places
@@ -206,12 +211,19 @@ fn etc() -> Result<()> {
     Ok(())
 }
 
-fn source(config: &SandboxConfig) -> Result<()> {
+/// Binds the job's source, which the runner opened for us: the init runs
+/// as the job's unprivileged host identity and may not be able to walk the
+/// path itself (a source under root's 0700 home, say), while the runner can.
+/// The fd names a directory of this mount namespace (the runner opened it
+/// through `/proc/INIT/root/oldroot/...`), and the bind goes through its
+/// `/proc/self/fd` link.
+fn source(source: BorrowedFd<'_>) -> Result<()> {
     let target = format!("{NEW}/src");
     mkdir(&target, 0o755)?;
-    let mut host = PathBuf::from(OLD);
-    host.push(config.source.strip_prefix("/").unwrap_or(&config.source));
-    bind_ro(&host.to_string_lossy(), &target, true)
+    let link = format!("{NEW}/proc/self/fd/{}", source.as_raw_fd());
+    mount_bind_recursive(link.as_str(), target.as_str())
+        .map_err(|e| fail("bind the source on /src", e))?;
+    set_attr(&target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, true)
 }
 
 fn scratch_dirs(config: &SandboxConfig) -> Result<()> {

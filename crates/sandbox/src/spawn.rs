@@ -512,7 +512,25 @@ impl Spare {
             }
             (None, None) => {}
         }
-        sandbox.send(&ToInit::Setup(config.clone()), None)?;
+        // The runner opens the source (it may walk paths the job's host
+        // identity cannot), in the init's mount namespace, where the host
+        // tree sits under the scratch root while the root is being built.
+        let source = Path::new("/proc")
+            .join(sandbox.pid().to_string())
+            .join("root")
+            .join(crate::rootfs::HOST_TREE.trim_start_matches('/'))
+            .join(config.source.strip_prefix("/").unwrap_or(&config.source));
+        let source_dir = rustix::fs::open(
+            &source,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| SandboxError::Path {
+            path: config.source.clone(),
+            source: e.into(),
+        })?;
+        sandbox.send(&ToInit::Setup(config.clone()), Some(source_dir.as_fd()))?;
+        drop(source_dir);
         sandbox.expect(&FromInit::Ready)?;
         Ok(sandbox)
     }
