@@ -229,11 +229,44 @@ fn run(
     json: bool,
     allow_degraded: &[Degradable],
 ) -> Result<i32> {
-    let pipeline = spec::load(file)?;
-    let store = open_store(home)?;
     let parallel = parallel.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
+    std::thread::scope(|scope| {
+        // The first job's sandbox starts before anything else, so that
+        // reading the pipeline and the state overlaps with it. Whether it
+        // gets a cgroup is a guess (root can make them) that the engine
+        // checks before it uses the spare.
+        let cgroups = rustix::process::geteuid().is_root();
+        let spares =
+            engine::Spares::start(scope, parallel, sandbox::Layers::default(), cgroups).ok();
+        let result = run_pipeline(
+            home,
+            file,
+            jobs,
+            parallel,
+            json,
+            allow_degraded,
+            spares.as_ref(),
+        );
+        if let Some(spares) = &spares {
+            spares.close();
+        }
+        result
+    })
+}
+
+fn run_pipeline(
+    home: &Path,
+    file: &Path,
+    jobs: Vec<String>,
+    parallel: usize,
+    json: bool,
+    allow_degraded: &[Degradable],
+    spares: Option<&engine::Spares>,
+) -> Result<i32> {
+    let pipeline = spec::load(file)?;
+    let store = open_store(home)?;
     let order = if jobs.is_empty() {
         pipeline.topo_order()
     } else {
@@ -268,7 +301,7 @@ fn run(
         parallel,
         allow_degraded_cgroups: allow_degraded.contains(&Degradable::Cgroups),
     };
-    let result = engine::run(&pipeline, &options, &store, &[&terminal], &cancel);
+    let result = engine::run(&pipeline, &options, &store, &[&terminal], &cancel, spares);
     terminal.finish();
     let report = result?;
 

@@ -71,8 +71,10 @@ fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> Job
     // A spare sandbox leaves only the job-specific setup on this path; if
     // none can be had, build one from scratch (which also reports why).
     let created = match ctx.spares.take() {
-        Some(spare) => spare.start(&config),
-        None => Sandbox::create(&config),
+        Some(spare) if spare.fits(&config) => spare.start(&config),
+        // A spare made on a guess that turned out wrong (e.g. cgroups) is
+        // killed as it drops.
+        _ => Sandbox::create(&config),
     };
     let mut sandbox = match created {
         Ok(s) => s,

@@ -23,3 +23,4 @@ pub use run::{
     run, JobReport, RunOptions, RunReport, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_JOB_FAILED, EXIT_OK,
     EXIT_REFUSED,
 };
+pub use spares::Spares;

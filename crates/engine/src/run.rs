@@ -75,13 +75,16 @@ pub struct JobReport {
 
 /// Runs `pipeline` and records it in `store`. `subscribers` see every event
 /// and output line (the terminal display, for instance). `cancel` stops the
-/// run: running sandboxes are killed, pending jobs are not started.
+/// run: running sandboxes are killed, pending jobs are not started. `spares`
+/// is a pool the caller started early (see [`Spares`]); without one, the
+/// run starts its own.
 pub fn run(
     pipeline: &Pipeline,
     options: &RunOptions,
     store: &Store,
     subscribers: &[&dyn Subscriber],
     cancel: &AtomicBool,
+    spares: Option<&Spares>,
 ) -> Result<RunReport, EngineError> {
     let order = if options.jobs.is_empty() {
         pipeline.topo_order()
@@ -114,23 +117,25 @@ pub fn run(
         .collect::<Result<Vec<_>, _>>()?;
 
     let parallel = options.parallel.max(1);
+    let go = |spares: &Spares| {
+        spares.expect(plans.len());
+        let env = Env {
+            store,
+            subscribers,
+            cancel,
+            cgroups,
+            spares,
+        };
+        record_and_schedule(pipeline, &plans, parallel, degraded, env)
+    };
+    if let Some(spares) = spares {
+        return go(spares);
+    }
     std::thread::scope(|scope| {
         // Spares start now, so that recording the run overlaps with them.
         let layers = plans.first().map(|p| p.sandbox.layers).unwrap_or_default();
-        let spares = Spares::start(scope, plans.len(), parallel, layers, cgroups)?;
-        let report = record_and_schedule(
-            pipeline,
-            &plans,
-            parallel,
-            degraded,
-            Env {
-                store,
-                subscribers,
-                cancel,
-                cgroups,
-                spares: &spares,
-            },
-        );
+        let spares = Spares::start(scope, parallel, layers, cgroups)?;
+        let report = go(&spares);
         spares.close();
         report
     })

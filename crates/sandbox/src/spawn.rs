@@ -477,6 +477,12 @@ impl Spare {
         Ok(spare)
     }
 
+    /// Whether this spare can become the sandbox `config` describes (same
+    /// layers, and a cgroup exactly when the job wants one).
+    pub fn fits(&self, config: &SandboxConfig) -> bool {
+        self.layers == config.layers && self.sandbox.cgroup.is_some() == config.cgroup.is_some()
+    }
+
     /// Turns the spare into the sandbox of the job `config` describes: its
     /// cgroup (created now, the init moved into it before it does anything
     /// for the job), source, workspace, host name, and every hardening
