@@ -43,9 +43,16 @@ hyperfine -N --warmup "$warmup" --runs "$runs" \
     -n "airlock sandbox" "$bin /bin/true" \
     -n "airlock sandbox, no cgroup" "$bin --no-cgroup /bin/true"
 
+# The job's command for the phases: a static binary that writes one byte
+# as soon as it runs (benches/first.c), in the sandbox's source (/src).
+bin="$(realpath "$bin")"
+srcdir="$(mktemp -d)"
+trap 'rm -rf "$srcdir"' EXIT
+chmod 755 "$srcdir"
+cc -O2 -static -o "$srcdir/first" benches/first.c
 {
     echo "== cold: everything on the critical path"
-    AIRLOCK_BENCH_ITERATIONS="$iterations" "$bin" /bin/echo x
+    (cd "$srcdir" && AIRLOCK_BENCH_ITERATIONS="$iterations" "$bin" /src/first)
     echo "== warm: a spare prepared ahead, as the engine does"
-    AIRLOCK_BENCH_WARM=1 AIRLOCK_BENCH_ITERATIONS="$iterations" "$bin" /bin/echo x
+    (cd "$srcdir" && AIRLOCK_BENCH_WARM=1 AIRLOCK_BENCH_ITERATIONS="$iterations" "$bin" /src/first)
 } | tee "$out/phases.txt"

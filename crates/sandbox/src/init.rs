@@ -172,14 +172,11 @@ fn run_command(spec: &CommandSpec, output: OwnedFd) -> FromInit {
         .stdin(Stdio::null())
         .stdout(Stdio::from(output))
         .stderr(Stdio::from(stderr));
-    // SAFETY: the closure runs between fork and exec in a child of this
-    // single-threaded process and only makes the setsid system call.
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::setsid()?;
-            Ok(())
-        });
-    }
+    // Each command leads a process group of its own. The init's session
+    // (made at its start) has no controlling terminal, and nothing in the
+    // sandbox can reach the runner's. A process group, unlike a new session,
+    // lets std spawn with posix_spawn (vfork semantics) instead of fork.
+    command.process_group(0);
     let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
