@@ -490,18 +490,23 @@ e2e!(demo_runs_rootless_as_an_unprivileged_user, |w| {
     let home = w.files.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
-    let out = Command::new(&bin)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .env("HOME", &home)
-        .arg("--home")
-        .arg(&home)
-        .args(["run", demo.join("airlock.yml").to_str().unwrap(), "--json"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .env("HOME", &home)
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        ran(out)
+    };
+    let pipeline = demo.join("airlock.yml");
+    let run = ["run", pipeline.to_str().unwrap(), "--json"];
     // Without cgroups (v1, or v2 without delegation) it refuses...
-    let r = ran(out);
+    let r = as_nobody(&run);
     assert_eq!(r.code, 3, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains("--allow-degraded cgroups"),
@@ -509,18 +514,7 @@ e2e!(demo_runs_rootless_as_an_unprivileged_user, |w| {
         r.stderr
     );
     // ...unless the operator allows it, which the run records.
-    let out = Command::new(&bin)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .env("HOME", &home)
-        .arg("--home")
-        .arg(&home)
-        .args(["run", demo.join("airlock.yml").to_str().unwrap(), "--json"])
-        .args(["--allow-degraded", "cgroups"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let r = ran(out);
+    let r = as_nobody(&[&run[..], &["--allow-degraded", "cgroups"]].concat());
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains("warning: degraded: cgroups"),
@@ -530,15 +524,8 @@ e2e!(demo_runs_rootless_as_an_unprivileged_user, |w| {
     let doc: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(doc["status"], "success");
     assert!(home.join("runs/1/artifacts/build/hello").exists());
-    let show = Command::new(&bin)
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .arg("--home")
-        .arg(&home)
-        .args(["runs", "show", "1", "--json"])
-        .output()
-        .unwrap();
-    let show: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let show: Value =
+        serde_json::from_str(&as_nobody(&["runs", "show", "1", "--json"]).stdout).unwrap();
     assert!(
         show["degraded"][0]
             .as_str()

@@ -214,6 +214,15 @@ fn pids_in(text: &str) -> Vec<i32> {
     text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
+/// The pids in the cgroup directory `dir` (none if it is gone).
+fn procs_of(dir: &Path) -> io::Result<Vec<i32>> {
+    match read(&dir.join("cgroup.procs")) {
+        Ok(text) => Ok(pids_in(&text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Waits until `procs` reports no process (killed processes take a moment
 /// to leave the cgroup).
 fn wait_empty(procs: impl Fn() -> io::Result<Vec<i32>>) -> io::Result<()> {

@@ -6,7 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{keyed, orphaned, pids_in, read, rmdir, wait_empty, write, Cgroup, Events, Limits};
+use super::{keyed, orphaned, read, rmdir, wait_empty, write, Cgroup, Events, Limits};
 
 /// v1 controllers a job needs.
 const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "freezer"];
@@ -158,14 +158,7 @@ impl Cgroup for V1 {
     }
 
     fn procs(&self) -> io::Result<Vec<i32>> {
-        let Some(dir) = self.dir("pids") else {
-            return Ok(Vec::new());
-        };
-        match read(&dir.join("cgroup.procs")) {
-            Ok(text) => Ok(pids_in(&text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        self.dir("pids").map_or(Ok(Vec::new()), super::procs_of)
     }
 
     fn kill_all(&self) -> io::Result<()> {

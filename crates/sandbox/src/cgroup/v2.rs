@@ -6,7 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{keyed, orphaned, pids_in, read, rmdir, wait_empty, write, Cgroup, Events, Limits};
+use super::{keyed, orphaned, read, rmdir, wait_empty, write, Cgroup, Events, Limits};
 
 /// Controllers a job's cgroup needs.
 const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
@@ -97,11 +97,7 @@ impl Cgroup for V2 {
     }
 
     fn procs(&self) -> io::Result<Vec<i32>> {
-        match read(&self.dir.join("cgroup.procs")) {
-            Ok(text) => Ok(pids_in(&text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        super::procs_of(&self.dir)
     }
 
     fn kill_all(&self) -> io::Result<()> {
