@@ -179,7 +179,7 @@ fn doctor(json: bool) -> Result<i32> {
     } else {
         for c in &checks {
             let verdict = if c.ok { "ok" } else { "MISSING" };
-            writeln!(out, "{:<11} {:<7} {}", c.layer, verdict, c.detail)?;
+            writeln!(out, "{:<12} {:<7} {}", c.layer, verdict, c.detail)?;
         }
     }
     Ok(if checks.iter().all(|c| c.ok) {

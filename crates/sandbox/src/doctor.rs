@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::cgroup::{self, Limits};
 use crate::config::{CommandSpec, Layers, SandboxConfig};
-use crate::spawn::{CommandOutcome, Sandbox};
+use crate::spawn::{CommandOutcome, Output, Sandbox};
 
 /// One layer's verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -21,10 +21,20 @@ pub struct Check {
     pub detail: String,
 }
 
-/// Probes every layer.
+/// Probes every layer: what the kernel offers, then what a job in a test
+/// sandbox actually gets (one line per layer; a layer checked both ways
+/// must pass both).
 pub fn checks() -> Vec<Check> {
     let mut out = vec![mode(), user_namespaces(), seccomp(), landlock(), cgroups()];
-    out.push(whole_sandbox());
+    for verified in whole_sandbox() {
+        match out.iter_mut().find(|c| c.layer == verified.layer) {
+            Some(c) => {
+                c.ok &= verified.ok;
+                c.detail = format!("{}; {}", c.detail, verified.detail);
+            }
+            None => out.push(verified),
+        }
+    }
     out
 }
 
@@ -143,8 +153,78 @@ fn cgroups() -> Check {
     check("cgroups", result)
 }
 
-/// Creates a sandbox with every layer and runs `/bin/true` in it.
-fn whole_sandbox() -> Check {
+/// What a job in the test sandbox reports about itself, one line each.
+const SELF_REPORT: &str = r#"grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status
+echo "core $(ulimit -Hc) nofile $(ulimit -Hn)"
+if cat /proc/kallsyms >/dev/null 2>&1; then echo "kallsyms readable"; else echo "kallsyms masked"; fi
+if touch /run/.doctor 2>/dev/null; then echo "run writable"; else echo "run denied"; fi
+if [ -e /oldroot ]; then echo "oldroot present"; else echo "oldroot gone"; fi
+"#;
+
+/// Creates a sandbox with every layer, has the job inside report on its
+/// own capabilities, no_new_privs, seccomp mode, rlimits, /proc masking,
+/// Landlock and root, and checks each.
+fn whole_sandbox() -> Vec<Check> {
+    let started = Instant::now();
+    let report = self_report();
+    let took = started.elapsed().as_secs_f64() * 1000.0;
+    let text = match report {
+        Ok(text) => text,
+        Err(e) => return vec![check("sandbox", Err(e))],
+    };
+    let has = |line: &str| {
+        text.lines()
+            .any(|l| l.split_whitespace().eq(line.split_whitespace()))
+    };
+    let verdict = |ok: bool, yes: &str| {
+        if ok {
+            Ok(yes.to_string())
+        } else {
+            Err(format!("not applied; the job reported:\n{text}"))
+        }
+    };
+    vec![
+        check(
+            "pivot_root",
+            verdict(has("oldroot gone"), "the job's root is its own; the host tree is detached"),
+        ),
+        check(
+            "capabilities",
+            verdict(
+                has("CapEff: 0000000000000000") && has("CapBnd: 0000000000000000"),
+                "effective, permitted, inheritable, bounding and ambient sets empty; SECBIT_NOROOT locked",
+            ),
+        ),
+        check("no_new_privs", verdict(has("NoNewPrivs: 1"), "set for every process of the job")),
+        check(
+            "seccomp",
+            verdict(has("Seccomp: 2"), "the job runs under the filter (mode 2)"),
+        ),
+        check(
+            "landlock",
+            verdict(has("run denied"), "a write to /run (a writable tmpfs outside the rules) was denied"),
+        ),
+        check(
+            "rlimits",
+            verdict(
+                has(&format!("core 0 nofile {}", crate::rlimits::NOFILE)),
+                "core 0, nofile, nproc, fsize = disk",
+            ),
+        ),
+        check(
+            "proc_masking",
+            verdict(has("kallsyms masked"), "kcore, keys, kallsyms, kmsg, timer_list, ... masked; /proc/sys read-only"),
+        ),
+        check(
+            "sandbox",
+            Ok(format!(
+                "a sandbox with every layer was built, ran its report and was torn down cleanly in {took:.1} ms"
+            )),
+        ),
+    ]
+}
+
+fn self_report() -> Result<String, String> {
     let config = SandboxConfig {
         hostname: "airlock-doctor".into(),
         source: std::path::PathBuf::from("/usr/share"),
@@ -154,26 +234,30 @@ fn whole_sandbox() -> Check {
         layers: Layers::default(),
         cgroup: None,
     };
-    let started = Instant::now();
-    let result = Sandbox::create(&config)
-        .map_err(|e| e.to_string())
-        .and_then(|mut sb| {
-            let command = CommandSpec {
-                argv: vec!["/bin/true".into()],
-                env: Vec::new(),
-                cwd: "/".into(),
-            };
-            let outcome = sb
-                .run(&command, Instant::now() + Duration::from_secs(10), &mut |_| {})
-                .map_err(|e| e.to_string())?;
-            let report = sb.destroy().map_err(|e| e.to_string())?;
-            match outcome {
-                CommandOutcome::Exited(0) if report.is_clean() => Ok(format!(
-                    "a sandbox with pivot_root, rlimits, capabilities dropped, no_new_privs, landlock, seccomp and masked /proc ran /bin/true and was torn down cleanly in {:.1} ms",
-                    started.elapsed().as_secs_f64() * 1000.0
-                )),
-                other => Err(format!("/bin/true in a test sandbox: {other:?}, teardown {report:?}")),
-            }
-        });
-    check("sandbox", result)
+    let mut sandbox = Sandbox::create(&config).map_err(|e| e.to_string())?;
+    let command = CommandSpec {
+        argv: vec!["/bin/sh".into(), "-c".into(), SELF_REPORT.into()],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: "/".into(),
+    };
+    let mut out = Vec::new();
+    let outcome = sandbox
+        .run(
+            &command,
+            Instant::now() + Duration::from_secs(10),
+            &mut |o| {
+                if let Output::Data(d) = o {
+                    out.extend_from_slice(d);
+                }
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    let report = sandbox.destroy().map_err(|e| e.to_string())?;
+    if !report.is_clean() {
+        return Err(format!("teardown left {report:?}"));
+    }
+    match outcome {
+        CommandOutcome::Exited(0) => Ok(String::from_utf8_lossy(&out).into_owned()),
+        other => Err(format!("the report script in a test sandbox: {other:?}")),
+    }
 }

@@ -20,7 +20,7 @@ mod init;
 mod landlock;
 mod netns;
 mod proto;
-mod rlimits;
+pub mod rlimits;
 mod rootfs;
 pub mod seccomp;
 mod spawn;

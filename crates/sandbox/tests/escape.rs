@@ -83,6 +83,7 @@ battery! {
     capability_sets_empty: "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status | awk '{print $2}' | sort -u" => Exactly("0000000000000000");
     no_new_privs: "grep '^NoNewPrivs' /proc/self/status | awk '{print $2}'" => Exactly("1");
     mknod_block_device: "p mknod" => Exactly("err EPERM");
+    planted_setuid_binary_gains_nothing: "cp /usr/bin/grep /workspace/g && chmod 4755 /workspace/g && /workspace/g '^CapEff' /proc/self/status | awk '{print $2}'" => Exactly("0000000000000000");
     raw_packet_socket: "p raw_socket" => Exactly("err EPERM");
     sethostname: "p sethostname" => Exactly("err EPERM");
     // file system layout and Landlock
