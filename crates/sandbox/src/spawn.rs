@@ -150,11 +150,12 @@ impl Sandbox {
             envp: [std::ptr::null()],
         };
 
-        // SAFETY: a raw clone with a NULL stack behaves like fork: the child
-        // gets a copy of this thread's stack and continues here. The child
-        // runs only `child_after_clone`, which makes raw system calls on
-        // memory prepared above and never returns. Flags are valid
-        // namespace flags; SIGCHLD makes it an ordinary waitable child.
+        // A raw clone with a NULL stack behaves like fork: the child gets a
+        // copy of this thread's stack and continues here. It runs only
+        // `child_after_clone`, which makes raw system calls on memory
+        // prepared above and never returns.
+        // SAFETY: as just said; the flags are valid namespace flags, and
+        // SIGCHLD makes the child an ordinary waitable one.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_clone,
