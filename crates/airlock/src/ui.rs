@@ -2,7 +2,7 @@
 //! its job, step start and end lines, a live status line on a terminal
 //! (plain lines otherwise, e.g. in CI), and a summary table at the end.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct Terminal {
     jobs: Vec<String>,
     bar: Option<ProgressBar>,
     running: Mutex<BTreeSet<String>>,
+    /// The step each job is in (1-based), for the line prefix.
+    steps: Mutex<HashMap<String, usize>>,
     write_lock: Mutex<()>,
 }
 
@@ -57,16 +59,24 @@ impl Terminal {
         Terminal {
             stream,
             tty,
-            width: jobs.iter().map(|j| j.len()).max().unwrap_or(0),
+            // Room for "JOB:NN".
+            width: jobs.iter().map(|j| j.len()).max().unwrap_or(0) + 3,
             jobs: jobs.to_vec(),
             bar,
             running: Mutex::new(BTreeSet::new()),
+            steps: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
         }
     }
 
+    /// `JOB:STEP │`, or `JOB │` outside a step.
     fn prefix(&self, job: &str) -> String {
-        let padded = format!("{job:>w$} │", w = self.width);
+        let step = self.steps.lock().ok().and_then(|s| s.get(job).copied());
+        let label = match step {
+            Some(n) => format!("{job}:{n}"),
+            None => job.to_string(),
+        };
+        let padded = format!("{label:>w$} │", w = self.width);
         if !self.tty {
             return padded;
         }
@@ -131,6 +141,9 @@ impl Subscriber for Terminal {
                 self.update_status();
             }
             Event::StepStarted { job, index, name } => {
+                if let Ok(mut steps) = self.steps.lock() {
+                    steps.insert(job.clone(), index + 1);
+                }
                 let text = self.styled("1", &format!("▶ step {}: {name}", index + 1));
                 self.line(job, &text);
             }
@@ -159,6 +172,9 @@ impl Subscriber for Terminal {
             } => {
                 if let Ok(mut r) = self.running.lock() {
                     r.remove(job);
+                }
+                if let Ok(mut steps) = self.steps.lock() {
+                    steps.remove(job);
                 }
                 self.update_status();
                 if *status != Status::Success {

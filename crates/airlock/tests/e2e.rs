@@ -132,7 +132,11 @@ e2e!(demo_succeeds_with_artifact_and_record, |w| {
         std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
         mounts_before
     );
-    assert!(r.stdout.contains("build │ hello, airlock"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("build:2 │ hello, airlock"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("run 1: success"), "{}", r.stdout);
     let hello = w.home.path().join("runs/1/artifacts/build/hello");
     let out = Command::new(&hello).arg("e2e").output().unwrap();
@@ -694,5 +698,9 @@ e2e!(source_under_a_private_root_directory_is_mounted, |w| {
     .unwrap();
     let r = w.airlock(&["run", file.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("a │ from a private dir"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("a:1 │ from a private dir"),
+        "{}",
+        r.stdout
+    );
 });
