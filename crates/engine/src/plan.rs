@@ -160,6 +160,7 @@ pub fn plan_job(pipeline: &Pipeline, job: &Job) -> Result<JobPlan, Refusal> {
             tmp_size: job.resources.disk,
             layers: sandbox::Layers::default(),
             cgroup: None,
+            secrets: Vec::new(),
         },
         steps,
         timeout: job.resources.timeout,

@@ -52,6 +52,7 @@ fn main() {
                 pids: Some(256),
             },
         }),
+        secrets: Vec::new(),
     };
     // AIRLOCK_BENCH_ITERATIONS=N: time N sandboxes in this process and
     // print the phases (create, run, destroy) in microseconds.

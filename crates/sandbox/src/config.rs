@@ -25,6 +25,46 @@ pub struct SandboxConfig {
     /// degraded mode the engine only chooses when the operator allowed it).
     #[serde(skip)]
     pub cgroup: Option<CgroupSpec>,
+    /// Secrets to place at `/run/secrets/NAME` (an in-memory tmpfs, files
+    /// mode 0400). Their values never enter a control message: each travels
+    /// to the init in a sealed memfd.
+    #[serde(skip)]
+    pub secrets: Vec<SecretFile>,
+}
+
+/// A secret file for the job. Its value is zeroized on drop and never
+/// printed.
+#[derive(Clone)]
+pub struct SecretFile {
+    /// File name under `/run/secrets` (`[A-Za-z_][A-Za-z0-9_]*`).
+    pub name: String,
+    /// The value.
+    pub value: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretFile")
+            .field("name", &self.name)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+impl PartialEq for SecretFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && *self.value == *other.value
+    }
+}
+
+/// Whether `name` may name a file under `/run/secrets`.
+pub fn valid_secret_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
 }
 
 /// The cgroup of a job.

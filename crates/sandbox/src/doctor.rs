@@ -233,6 +233,7 @@ fn self_report() -> Result<String, String> {
         tmp_size: 1 << 20,
         layers: Layers::default(),
         cgroup: None,
+        secrets: Vec::new(),
     };
     let mut sandbox = Sandbox::create(&config).map_err(|e| e.to_string())?;
     let command = CommandSpec {

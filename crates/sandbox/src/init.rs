@@ -66,8 +66,12 @@ fn run() -> i32 {
     if proto::send(control.as_fd(), &FromInit::Prepared, &[]).is_err() {
         return 3;
     }
-    let (config, source) = match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
-        Ok(Some((ToInit::Setup(config), Some(source)))) => (config, source),
+    let (config, names, source, secrets) = match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
+        Ok(Some((ToInit::Setup(config, names), fds))) if fds.len() == names.len() + 1 => {
+            let mut fds = fds.into_iter();
+            let Some(source) = fds.next() else { return 2 };
+            (config, names, source, fds.collect::<Vec<_>>())
+        }
         // The runner dropped a spare it did not need.
         _ => return 0,
     };
@@ -89,8 +93,10 @@ fn run() -> i32 {
         fail("cgroup namespace".into(), e.to_string());
         return 1;
     }
-    let finished = rootfs::finish(&config, source.as_fd());
+    let secrets: Vec<(&str, OwnedFd)> = names.iter().map(String::as_str).zip(secrets).collect();
+    let finished = rootfs::finish(&config, source.as_fd(), &secrets);
     drop(source);
+    drop(secrets);
     if let Err(e) = finished.and_then(|()| harden(&config)) {
         fail(e.stage, e.error);
         return 1;
@@ -102,7 +108,12 @@ fn run() -> i32 {
     loop {
         reap_orphans();
         let (command, output) = match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
-            Ok(Some((ToInit::Run(command), Some(fd)))) => (command, fd),
+            Ok(Some((ToInit::Run(command), fds))) if fds.len() == 1 => {
+                match fds.into_iter().next() {
+                    Some(fd) => (command, fd),
+                    None => return 0,
+                }
+            }
             // EOF, an error or a malformed request: the runner is done.
             _ => return 0,
         };

@@ -26,7 +26,7 @@ pub mod seccomp;
 mod spawn;
 mod teardown;
 
-pub use config::{CgroupSpec, CommandSpec, Layers, SandboxConfig};
+pub use config::{valid_secret_name, CgroupSpec, CommandSpec, Layers, SandboxConfig, SecretFile};
 pub use error::SandboxError;
 pub use init::{run_if_init, INIT_ARGV0};
 pub use proto::MAX_MESSAGE;

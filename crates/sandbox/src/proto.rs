@@ -22,6 +22,9 @@ use crate::config::{CommandSpec, Layers, SandboxConfig};
 /// Largest datagram either side sends; a step script must fit in it.
 pub const MAX_MESSAGE: usize = 128 * 1024;
 
+/// Most fds one message carries (the source and the secrets of a job).
+pub const MAX_FDS: usize = 64;
+
 /// Runner -> init.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToInit {
@@ -29,8 +32,9 @@ pub(crate) enum ToInit {
     /// and report `Prepared`.
     Prepare(Layers),
     /// Finish the file system for this job, harden, and report `Ready`.
-    /// Carries the job's source directory as an fd.
-    Setup(SandboxConfig),
+    /// Carries the job's source directory as an fd, then one sealed memfd
+    /// per secret, named in order by the list.
+    Setup(SandboxConfig, Vec<String>),
     /// Run a command with the attached fd as its stdout and stderr.
     Run(CommandSpec),
 }
@@ -69,7 +73,7 @@ pub(crate) fn send(
             ),
         ));
     }
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(std::io::Error::other(
@@ -90,12 +94,13 @@ pub(crate) fn send(
     }
 }
 
-/// Receives one message; `None` when the peer has closed the socket.
+/// Receives one message and the fds it carries; `None` when the peer has
+/// closed the socket.
 pub(crate) fn recv<T: DeserializeOwned>(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
-) -> std::io::Result<Option<(T, Option<OwnedFd>)>> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+) -> std::io::Result<Option<(T, Vec<OwnedFd>)>> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let got = loop {
         match recvmsg(
@@ -109,15 +114,10 @@ pub(crate) fn recv<T: DeserializeOwned>(
             Err(e) => return Err(e.into()),
         }
     };
-    let mut fd = None;
+    let mut fds = Vec::new();
     for msg in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = msg {
-            for f in fds {
-                // Keep the first; any extra fd is closed as it drops.
-                if fd.is_none() {
-                    fd = Some(f);
-                }
-            }
+        if let RecvAncillaryMessage::ScmRights(received) = msg {
+            fds.extend(received);
         }
     }
     if got.bytes == 0 {
@@ -132,5 +132,5 @@ pub(crate) fn recv<T: DeserializeOwned>(
     let bytes = buf.get(..got.bytes).unwrap_or_default();
     let msg = serde_json::from_slice(bytes)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    Ok(Some((msg, fd)))
+    Ok(Some((msg, fds)))
 }

@@ -19,7 +19,7 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -121,9 +121,16 @@ pub(crate) fn prepare(layers: &Layers) -> Result<()> {
 
 /// Adds what is specific to the job (host name, source, workspace and
 /// `/tmp` sizes), makes the root read-only and pivots into it.
-pub(crate) fn finish(config: &SandboxConfig, source_dir: BorrowedFd<'_>) -> Result<()> {
+pub(crate) fn finish(
+    config: &SandboxConfig,
+    source_dir: BorrowedFd<'_>,
+    secrets: &[(&str, OwnedFd)],
+) -> Result<()> {
     hostname(&config.hostname)?;
     source(source_dir)?;
+    if !secrets.is_empty() {
+        secret_files(secrets)?;
+    }
     scratch_dirs(config)?;
 
     // The root tmpfs itself is read-only from now on; the writable places
@@ -224,6 +231,47 @@ fn source(source: BorrowedFd<'_>) -> Result<()> {
     mount_bind_recursive(link.as_str(), target.as_str())
         .map_err(|e| fail("bind the source on /src", e))?;
     set_attr(&target, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV, true)
+}
+
+/// `/run/secrets`: its own tmpfs (in memory, noexec, nosuid, nodev), one
+/// file per secret, mode 0400 (the job's root owns it but, without
+/// capabilities, can only read it), then read-only. Gone with the job's
+/// mount namespace.
+fn secret_files(secrets: &[(&str, OwnedFd)]) -> Result<()> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let dir = format!("{NEW}/run/secrets");
+    mkdir(&dir, 0o500)?;
+    tmpfs(
+        &dir,
+        "mode=0500,size=8m",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+    )?;
+    for (name, fd) in secrets {
+        if !crate::config::valid_secret_name(name) {
+            return Err(fail("secrets", format!("invalid secret name {name:?}")));
+        }
+        let size = rustix::fs::fstat(fd)
+            .map_err(|e| fail(format!("secret {name}"), e))?
+            .st_size;
+        let size = usize::try_from(size).map_err(|e| fail(format!("secret {name}"), e))?;
+        let mut value = zeroize::Zeroizing::new(vec![0u8; size]);
+        let memfd = fs::File::from(
+            fd.try_clone()
+                .map_err(|e| fail(format!("secret {name}"), e))?,
+        );
+        memfd
+            .read_exact_at(&mut value, 0)
+            .map_err(|e| fail(format!("read secret {name}"), e))?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(format!("{dir}/{name}"))
+            .map_err(|e| fail(format!("create /run/secrets/{name}"), e))?;
+        std::io::Write::write_all(&mut file, &value)
+            .map_err(|e| fail(format!("write /run/secrets/{name}"), e))?;
+    }
+    set_attr(&dir, ATTR_RDONLY, false)
 }
 
 fn scratch_dirs(config: &SandboxConfig) -> Result<()> {

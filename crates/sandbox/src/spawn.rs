@@ -207,20 +207,18 @@ impl Sandbox {
         sandbox.namespaces = Namespaces::open(pid)?;
         // The caller waits for `Prepared` (with `expect`), after doing its
         // own share of the preparation meanwhile.
-        sandbox.send(&ToInit::Prepare(layers), None)?;
+        sandbox.send(&ToInit::Prepare(layers), &[])?;
         Ok(sandbox)
     }
 
     /// Waits for the init's answer to a setup request.
     fn expect(&mut self, want: &FromInit) -> Result<(), SandboxError> {
         match self.recv()? {
-            Some((got, _)) if std::mem::discriminant(&got) == std::mem::discriminant(want) => {
-                Ok(())
-            }
-            Some((FromInit::SetupFailed { stage, error }, _)) => {
+            Some(got) if std::mem::discriminant(&got) == std::mem::discriminant(want) => Ok(()),
+            Some(FromInit::SetupFailed { stage, error }) => {
                 Err(SandboxError::Setup { stage, error })
             }
-            Some((other, _)) => Err(SandboxError::Protocol(format!(
+            Some(other) => Err(SandboxError::Protocol(format!(
                 "expected {want:?} from the sandbox init, got {other:?}"
             ))),
             None => Err(SandboxError::InitDied(self.exit_description())),
@@ -264,7 +262,7 @@ impl Sandbox {
         // O_NONBLOCK was set on both ends; the job's write end must block.
         rustix::fs::fcntl_setfl(&out_w, rustix::fs::OFlags::empty())
             .map_err(|e| SandboxError::io("set the output pipe blocking", e))?;
-        self.send(&ToInit::Run(command.clone()), Some(out_w.as_fd()))?;
+        self.send(&ToInit::Run(command.clone()), &[out_w.as_fd()])?;
         drop(out_w);
 
         let mut out_open = true;
@@ -311,14 +309,10 @@ impl Sandbox {
                 // that kept the pipe open writes into the void from now on.
                 drain(&out_r, &mut chunk, on_output);
                 return match msg {
-                    Some((FromInit::Exited { code }, _)) => Ok(CommandOutcome::Exited(code)),
-                    Some((FromInit::Signaled { signal }, _)) => {
-                        Ok(CommandOutcome::Signaled(signal))
-                    }
-                    Some((FromInit::SpawnFailed { error }, _)) => {
-                        Ok(CommandOutcome::SpawnFailed(error))
-                    }
-                    Some((other, _)) => Err(SandboxError::Protocol(format!(
+                    Some(FromInit::Exited { code }) => Ok(CommandOutcome::Exited(code)),
+                    Some(FromInit::Signaled { signal }) => Ok(CommandOutcome::Signaled(signal)),
+                    Some(FromInit::SpawnFailed { error }) => Ok(CommandOutcome::SpawnFailed(error)),
+                    Some(other) => Err(SandboxError::Protocol(format!(
                         "unexpected message from the sandbox init: {other:?}"
                     ))),
                     None => Err(SandboxError::InitDied(self.exit_description())),
@@ -404,14 +398,16 @@ impl Sandbox {
         }
     }
 
-    fn send(&self, msg: &ToInit, fd: Option<BorrowedFd<'_>>) -> Result<(), SandboxError> {
-        let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
-        proto::send(self.control.as_fd(), msg, &fds)
+    fn send(&self, msg: &ToInit, fds: &[BorrowedFd<'_>]) -> Result<(), SandboxError> {
+        proto::send(self.control.as_fd(), msg, fds)
             .map_err(|e| SandboxError::Control(e.to_string()))
     }
 
-    fn recv(&mut self) -> Result<Option<(FromInit, Option<OwnedFd>)>, SandboxError> {
+    /// The init's next message. Any fd it sends along is closed unread: the
+    /// init is untrusted.
+    fn recv(&mut self) -> Result<Option<FromInit>, SandboxError> {
         proto::recv(self.control.as_fd(), &mut self.buf)
+            .map(|got| got.map(|(msg, _fds)| msg))
             .map_err(|e| SandboxError::Control(e.to_string()))
     }
 }
@@ -490,6 +486,22 @@ impl Spare {
     /// layer.
     pub fn start(self, config: &SandboxConfig) -> Result<Sandbox, SandboxError> {
         let mut sandbox = self.sandbox;
+        if config.secrets.len() + 1 > crate::proto::MAX_FDS {
+            return Err(SandboxError::Protocol(format!(
+                "a job can have at most {} secrets",
+                crate::proto::MAX_FDS - 1
+            )));
+        }
+        if let Some(bad) = config
+            .secrets
+            .iter()
+            .find(|s| !crate::config::valid_secret_name(&s.name))
+        {
+            return Err(SandboxError::Protocol(format!(
+                "invalid secret file name {:?}",
+                bad.name
+            )));
+        }
         if config.layers != self.layers {
             return Err(SandboxError::Protocol(format!(
                 "a spare prepared with {:?} cannot run a job asking for {:?}",
@@ -536,7 +548,18 @@ impl Spare {
             path: config.source.clone(),
             source: e.into(),
         })?;
-        sandbox.send(&ToInit::Setup(config.clone()), Some(source_dir.as_fd()))?;
+        // Each secret travels in a sealed memfd: in memory only, and never
+        // part of a (logged, size-limited) control message.
+        let mut names = Vec::with_capacity(config.secrets.len());
+        let mut memfds = Vec::with_capacity(config.secrets.len());
+        for secret in &config.secrets {
+            names.push(secret.name.clone());
+            memfds.push(sealed_memfd(&secret.name, &secret.value)?);
+        }
+        let mut fds = vec![source_dir.as_fd()];
+        fds.extend(memfds.iter().map(AsFd::as_fd));
+        sandbox.send(&ToInit::Setup(config.clone(), names), &fds)?;
+        drop(memfds);
         drop(source_dir);
         sandbox.expect(&FromInit::Ready)?;
         Ok(sandbox)
@@ -555,6 +578,28 @@ impl Killer {
     pub fn kill(&self) {
         let _ = pidfd_send_signal(&self.pidfd, Signal::KILL);
     }
+}
+
+/// A memfd holding `value`, sealed against any change.
+fn sealed_memfd(name: &str, value: &[u8]) -> Result<OwnedFd, SandboxError> {
+    use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
+    let fd = memfd_create(
+        format!("airlock-secret-{name}").as_str(),
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .map_err(|e| SandboxError::io("create a memfd for a secret", e))?;
+    let mut written = 0;
+    while written < value.len() {
+        let rest = value.get(written..).unwrap_or_default();
+        written += rustix::io::write(&fd, rest)
+            .map_err(|e| SandboxError::io("write a secret to its memfd", e))?;
+    }
+    fcntl_add_seals(
+        &fd,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )
+    .map_err(|e| SandboxError::io("seal a secret's memfd", e))?;
+    Ok(fd)
 }
 
 /// Reads what is available now; `false` at end of file.

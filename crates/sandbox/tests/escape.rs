@@ -180,6 +180,7 @@ fn sandbox(layers: Layers) -> Result<Sandbox, Failed> {
         tmp_size: 64 << 20,
         layers,
         cgroup: None,
+        secrets: Vec::new(),
     };
     Ok(Sandbox::create(&config)?)
 }

@@ -25,6 +25,7 @@ fn main() {
         Trial::test("daemonised_process_does_not_outlive_the_job", daemon_dies),
         Trial::test("missing_program_is_reported", missing_program),
         Trial::test("init_holds_none_of_the_runners_stdio", init_stdio),
+        Trial::test("secrets_are_read_only_files_in_memory", secret_files),
         Trial::test("artifacts_copy_files_and_directories", artifacts_copy),
         Trial::test(
             "artifact_symlinks_cannot_reach_the_host",
@@ -50,6 +51,7 @@ fn job() -> Result<Job, Failed> {
         tmp_size: 64 << 20,
         layers: sandbox::Layers::default(),
         cgroup: None,
+        secrets: Vec::new(),
     };
     let sandbox = Sandbox::create(&config)?;
     Ok(Job {
@@ -260,6 +262,53 @@ fn missing_program() -> Result<(), Failed> {
         matches!(&outcome, CommandOutcome::SpawnFailed(e) if e.contains("/no/such/program")),
         format!("{outcome:?}"),
     )
+}
+
+fn secret_files() -> Result<(), Failed> {
+    let source = tempfile::tempdir()?;
+    let config = SandboxConfig {
+        hostname: "airlock-test".into(),
+        source: source.path().canonicalize()?,
+        workdir: "/workspace".into(),
+        workspace_size: 64 << 20,
+        tmp_size: 64 << 20,
+        layers: sandbox::Layers::default(),
+        cgroup: None,
+        secrets: vec![
+            sandbox::SecretFile {
+                name: "DEPLOY_TOKEN".into(),
+                value: b"s3cr3t-deploy-value".to_vec().into(),
+            },
+            sandbox::SecretFile {
+                name: "MULTI".into(),
+                value: b"line one\nline two\n".to_vec().into(),
+            },
+        ],
+    };
+    check(
+        !format!("{config:?}").contains("s3cr3t"),
+        "a secret value shows in Debug output",
+    )?;
+    let mut job = Job {
+        sandbox: Sandbox::create(&config)?,
+        _source: source,
+    };
+    let (outcome, out) = run(
+        &mut job,
+        "cat /run/secrets/DEPLOY_TOKEN; echo; cat /run/secrets/MULTI; \
+         stat -c '%a %U' /run/secrets/DEPLOY_TOKEN; \
+         grep ' /run/secrets ' /proc/self/mounts | cut -d' ' -f4 | tr ',' '\\n' | grep -E '^(ro|nosuid|nodev|noexec)$' | sort | tr '\\n' ' '; echo; \
+         echo x > /run/secrets/DEPLOY_TOKEN 2>&1 || true",
+        T,
+    )?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}: {out}"))?;
+    let want = "s3cr3t-deploy-value\nline one\nline two\n400 root\nnodev noexec nosuid ro \n";
+    check(out.starts_with(want), format!("output {out:?}"))?;
+    check(
+        out.contains("Read-only file system") || out.contains("Permission denied"),
+        format!("secret file writable: {out:?}"),
+    )?;
+    check(job.sandbox.destroy()?.is_clean(), "teardown")
 }
 
 fn init_stdio() -> Result<(), Failed> {
