@@ -1,0 +1,249 @@
+//! The redactor of one output stream: bytes in, masked bytes out.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::patterns::Patterns;
+use crate::scan::{len64, Scanner};
+use crate::{RedactError, MASK};
+
+/// Masks every form of every secret in one output stream (a job's stdout
+/// or stderr), whatever the chunks it arrives in.
+///
+/// Feed it with [`push`](Redactor::push); call
+/// [`flush_safe`](Redactor::flush_safe) when the stream has been idle for a
+/// while, and [`finish`](Redactor::finish) when it ends. The output is
+/// exactly what masking the whole stream at once would give: every
+/// occurrence of every pattern found, overlapping and adjacent occurrences
+/// merged, each merged run replaced by one [`MASK`].
+///
+/// The redactor holds back only bytes that could still be the start of an
+/// occurrence: at most `patterns.longest() - 1` of them. It does no I/O and
+/// allocates only to grow its small buffers and the caller's output.
+pub struct Redactor {
+    patterns: Arc<Patterns>,
+    scanner: Scanner,
+    /// Bytes pushed so far.
+    pos: u64,
+    /// Bytes accounted for in the output so far (written, or masked).
+    released: u64,
+    /// Bytes `released..pos`, held back.
+    held: Zeroizing<Vec<u8>>,
+    /// Ranges to mask, sorted, neither overlapping nor touching; the first
+    /// may end at or before `released` (a later occurrence could still
+    /// touch it and make one run with it).
+    runs: VecDeque<(u64, u64)>,
+    /// The mask of the first range has been written.
+    mask_written: bool,
+}
+
+impl Redactor {
+    /// A redactor for a new stream.
+    pub fn new(patterns: Arc<Patterns>) -> Redactor {
+        let scanner = Scanner::new(patterns.matcher(), 0);
+        Redactor {
+            patterns,
+            scanner,
+            pos: 0,
+            released: 0,
+            held: Zeroizing::new(Vec::new()),
+            runs: VecDeque::new(),
+            mask_written: false,
+        }
+    }
+
+    /// The patterns in use.
+    pub fn patterns(&self) -> &Arc<Patterns> {
+        &self.patterns
+    }
+
+    /// How many bytes are held back right now.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Feeds the next bytes of the stream, and appends to `out` everything
+    /// that is now known to be safe, with every occurrence replaced by
+    /// [`MASK`]. Only the bytes that could still begin an occurrence stay
+    /// held back: the longest suffix of the stream that is a proper prefix
+    /// of some pattern (so at most `longest() - 1` bytes, and usually none
+    /// after a line break).
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if input.is_empty() {
+            return;
+        }
+        let base = self.pos;
+        let runs = &mut self.runs;
+        self.scanner
+            .scan(self.patterns.matcher(), input, &mut |s, e| {
+                add_run(runs, s, e)
+            });
+        self.pos += len64(input.len());
+        let safe = self.pos - len64(self.scanner.pending(self.patterns.matcher()));
+        self.release(input, base, safe, out);
+    }
+
+    /// Releases the held-back bytes that cannot be part of an occurrence,
+    /// whatever comes next (the bytes that do not begin a prefix of some
+    /// pattern), masking the occurrences among them. It never lets a
+    /// secret through, even one whose first bytes are already here and
+    /// whose last bytes come later.
+    ///
+    /// [`push`](Redactor::push) already releases everything that is safe,
+    /// so this releases nothing more; it is cheap, and the engine calls it
+    /// when a stream has been idle, so that releasing on idle stays part of
+    /// the contract whatever `push` holds back.
+    ///
+    /// There is deliberately no flush that releases everything in the
+    /// middle of a stream: a secret whose first half was released that way
+    /// would leak when its second half arrived.
+    pub fn flush_safe(&mut self, out: &mut Vec<u8>) {
+        let safe = self.pos - len64(self.scanner.pending(self.patterns.matcher()));
+        let base = self.pos;
+        self.release(&[], base, safe, out);
+    }
+
+    /// Ends the stream: releases everything held back, masking the
+    /// occurrences in it, and makes the redactor ready for a new stream
+    /// with the same patterns.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let runs = &mut self.runs;
+        self.scanner
+            .finish(self.patterns.matcher(), &mut |s, e| add_run(runs, s, e));
+        let end = self.pos;
+        self.release(&[], end, end, out);
+        self.runs.clear();
+        self.mask_written = false;
+        self.held.clear();
+        self.pos = 0;
+        self.released = 0;
+        self.scanner = Scanner::new(self.patterns.matcher(), 0);
+    }
+
+    /// Adds values to mask from now on (a job registering a value while it
+    /// runs). The bytes still held back are scanned again with the new
+    /// patterns; bytes already released are not revisited. Fails, changing
+    /// nothing, if a value is refused (see [`Patterns::new`]).
+    pub fn add(&mut self, secrets: &[&[u8]]) -> Result<(), RedactError> {
+        let patterns = self.patterns.with(secrets)?;
+        self.set_patterns(Arc::new(patterns));
+        Ok(())
+    }
+
+    /// Switches to another set of patterns (normally a superset of the
+    /// current one, made with [`Patterns::with`] and shared by the job's
+    /// streams). The bytes still held back are scanned again; bytes already
+    /// released are not revisited.
+    pub fn set_patterns(&mut self, patterns: Arc<Patterns>) {
+        self.patterns = patterns;
+        let mut scanner = Scanner::new(self.patterns.matcher(), self.released);
+        let runs = &mut self.runs;
+        scanner.scan(self.patterns.matcher(), &self.held, &mut |s, e| {
+            add_run(runs, s, e);
+        });
+        self.scanner = scanner;
+    }
+
+    /// Writes out bytes `released..safe`, from `self.held` (which starts at
+    /// `released`) and `chunk` (which starts at `chunk_base`, where the held
+    /// bytes end), and keeps the rest held back.
+    fn release(&mut self, chunk: &[u8], chunk_base: u64, safe: u64, out: &mut Vec<u8>) {
+        let held_base = self.released;
+        let copy = |out: &mut Vec<u8>, from: u64, to: u64| {
+            let (from, to) = (offset(from, held_base), offset(to, held_base));
+            let split = offset(chunk_base, held_base);
+            if from < split {
+                out.extend_from_slice(&self.held[from..to.min(split)]);
+            }
+            if to > split {
+                out.extend_from_slice(&chunk[from.max(split) - split..to - split]);
+            }
+        };
+        let mut at = self.released;
+        while at < safe {
+            match self.runs.front().copied() {
+                Some((s, e)) if s <= at => {
+                    if e <= at {
+                        // Finished, and the next byte is not masked.
+                        self.runs.pop_front();
+                        self.mask_written = false;
+                        continue;
+                    }
+                    if !self.mask_written {
+                        out.extend_from_slice(MASK);
+                        self.mask_written = true;
+                    }
+                    at = e.min(safe);
+                }
+                Some((s, _)) => {
+                    let to = s.min(safe);
+                    copy(out, at, to);
+                    at = to;
+                }
+                None => {
+                    copy(out, at, safe);
+                    at = safe;
+                }
+            }
+        }
+        // A run that starts where the released bytes end will be masked
+        // whatever comes next: its mask can be written now, so that a
+        // finished secret shows as masked without waiting for more output.
+        if self.runs.front().is_some_and(|&(s, _)| s == at) && !self.mask_written {
+            out.extend_from_slice(MASK);
+            self.mask_written = true;
+        }
+        // Keep `at..pos` held back.
+        let keep = offset(at, held_base);
+        let split = offset(chunk_base, held_base);
+        if keep >= split {
+            self.held.clear();
+            self.held.extend_from_slice(&chunk[keep - split..]);
+        } else {
+            self.held.drain(..keep);
+            self.held.extend_from_slice(chunk);
+        }
+        self.released = at;
+    }
+}
+
+/// `pos - base` as an index into a buffer that holds both.
+fn offset(pos: u64, base: u64) -> usize {
+    usize::try_from(pos - base).expect("held and chunk bytes fit in memory")
+}
+
+/// Adds the range `s..e` to `runs`, merging it with the ranges it overlaps
+/// or touches.
+fn add_run(runs: &mut VecDeque<(u64, u64)>, mut s: u64, mut e: u64) {
+    // Ranges come in the order of their ends, so the new one usually goes
+    // last, or merges with the last.
+    let first = runs.partition_point(|&(_, end)| end < s);
+    let mut last = first;
+    while let Some(&(rs, re)) = runs.get(last) {
+        if rs > e {
+            break;
+        }
+        s = s.min(rs);
+        e = e.max(re);
+        last += 1;
+    }
+    if last == first {
+        runs.insert(first, (s, e));
+    } else {
+        runs[first] = (s, e);
+        runs.drain(first + 1..last);
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("patterns", &self.patterns)
+            .field("pos", &self.pos)
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
+}
