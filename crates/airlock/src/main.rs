@@ -5,6 +5,7 @@ mod exit;
 mod home;
 mod runs;
 mod sanitize;
+mod secrets_cmd;
 mod ui;
 
 use std::io::Write;
@@ -39,7 +40,7 @@ struct Cli {
 
 /// Layers an operator may explicitly allow to run degraded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Degradable {
+pub(crate) enum Degradable {
     /// Resource limits through cgroups.
     Cgroups,
 }
@@ -66,6 +67,10 @@ enum Command {
         /// stderr).
         #[arg(long)]
         json: bool,
+        /// Key file of the secret store [default: $AIRLOCK_KEY_FILE, else
+        /// HOME/keys/secrets.key].
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
         /// Run even though this isolation layer is unavailable on this host,
         /// instead of refusing (exit 3). The choice is shown and recorded in
         /// the run. `cgroups`: no memory, cpu or pids limits (e.g. rootless
@@ -87,6 +92,16 @@ enum Command {
     Validate {
         /// Pipeline file.
         file: PathBuf,
+    },
+    /// The encrypted secret store: set, list, rotate, rm, import, leases,
+    /// rekey. Values are never printed.
+    Secrets {
+        /// Key file to open the store with [default: $AIRLOCK_KEY_FILE,
+        /// else HOME/keys/secrets.key, created on first use].
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: secrets_cmd::SecretsCommand,
     },
     /// Past runs.
     Runs {
@@ -140,8 +155,23 @@ fn dispatch(cli: Cli) -> Result<i32> {
             jobs,
             parallel,
             json,
+            key_file,
             allow_degraded,
-        } => run(&home, &file, jobs, parallel, json, &allow_degraded),
+        } => run(
+            &home,
+            &file,
+            RunFlags {
+                jobs,
+                parallel,
+                json,
+                key: secrets_cmd::key_source(key_file),
+                allow_degraded,
+            },
+        ),
+        Command::Secrets { key_file, command } => {
+            let store = secrets_cmd::open(&home, secrets_cmd::key_source(key_file))?;
+            secrets_cmd::secrets(&store, command)
+        }
         Command::Runs { command } => runs::runs(&open_store(&home)?, command),
         Command::Logs { target } => runs::logs(&open_store(&home)?, &target),
     }
@@ -151,10 +181,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
 fn open_store(home: &Path) -> Result<state::Store> {
     let store = state::Store::open(home)
         .with_context(|| format!("cannot open the state directory {}", home.display()))?;
-    for run in store.recover_lost_runs()? {
+    let lost = store.recover_lost_runs()?;
+    for &run in &lost {
         eprintln!("airlock: run {run} was left behind by a runner that died; marked lost");
         remove_partial_artifacts(&store.run_dir(run));
     }
+    revoke_leases_of(home, &lost);
     // Processes of a dead runner's jobs died with it (parent-death signal);
     // its cgroups are still there. Only root can see and remove them.
     if rustix::process::geteuid().is_root() {
@@ -189,6 +221,37 @@ fn doctor(json: bool) -> Result<i32> {
     })
 }
 
+/// Revokes the secret leases of runs whose runner died (and expires any
+/// lease past its time), if there is a secret store.
+fn revoke_leases_of(home: &Path, lost: &[state::RunId]) {
+    if !home.join(secrets::DB_FILE).exists() {
+        return;
+    }
+    let key = secrets_cmd::key_source(None);
+    let store = match secrets::SecretStore::open(home, key) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("airlock: warning: cannot open the secret store to revoke leases: {e}");
+            return;
+        }
+    };
+    for &run in lost {
+        match store.revoke_run(run) {
+            Ok(revoked) if !revoked.is_empty() => {
+                eprintln!(
+                    "airlock: revoked {} lease(s) of lost run {run}",
+                    revoked.len()
+                );
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("airlock: warning: cannot revoke the leases of run {run}: {e}"),
+        }
+    }
+    if let Err(e) = store.expire() {
+        eprintln!("airlock: warning: cannot expire old leases: {e}");
+    }
+}
+
 /// Removes half-copied artifact sets (`artifacts/.JOB.partial`) of a run
 /// whose runner died while copying.
 fn remove_partial_artifacts(run_dir: &Path) {
@@ -221,15 +284,17 @@ fn validate(file: &Path) -> Result<i32> {
     Ok(exit::EXIT_OK)
 }
 
-fn run(
-    home: &Path,
-    file: &Path,
+/// The flags of `airlock run`.
+struct RunFlags {
     jobs: Vec<String>,
     parallel: Option<u16>,
     json: bool,
-    allow_degraded: &[Degradable],
-) -> Result<i32> {
-    let parallel = parallel.map(usize::from).unwrap_or_else(|| {
+    key: secrets::KeySource,
+    allow_degraded: Vec<Degradable>,
+}
+
+fn run(home: &Path, file: &Path, flags: RunFlags) -> Result<i32> {
+    let parallel = flags.parallel.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
     std::thread::scope(|scope| {
@@ -240,15 +305,7 @@ fn run(
         let cgroups = rustix::process::geteuid().is_root();
         let spares =
             engine::Spares::start(scope, parallel, sandbox::Layers::default(), cgroups).ok();
-        let result = run_pipeline(
-            home,
-            file,
-            jobs,
-            parallel,
-            json,
-            allow_degraded,
-            spares.as_ref(),
-        );
+        let result = run_pipeline(home, file, &flags, parallel, spares.as_ref());
         if let Some(spares) = &spares {
             spares.close();
         }
@@ -259,14 +316,21 @@ fn run(
 fn run_pipeline(
     home: &Path,
     file: &Path,
-    jobs: Vec<String>,
+    flags: &RunFlags,
     parallel: usize,
-    json: bool,
-    allow_degraded: &[Degradable],
     spares: Option<&engine::Spares>,
 ) -> Result<i32> {
+    let (jobs, json) = (flags.jobs.clone(), flags.json);
     let pipeline = spec::load(file)?;
     let store = open_store(home)?;
+    // The secret store is opened only for pipelines that ask for secrets,
+    // and only if it exists: a missing store means every secret is unknown.
+    let wants_secrets = pipeline.jobs.iter().any(|j| !j.secrets.is_empty());
+    let secret_store = if wants_secrets && home.join(secrets::DB_FILE).exists() {
+        Some(secrets_cmd::open(home, flags.key.clone())?)
+    } else {
+        None
+    };
     let order = if jobs.is_empty() {
         pipeline.topo_order()
     } else {
@@ -299,9 +363,17 @@ fn run_pipeline(
     let options = engine::RunOptions {
         jobs,
         parallel,
-        allow_degraded_cgroups: allow_degraded.contains(&Degradable::Cgroups),
+        allow_degraded_cgroups: flags.allow_degraded.contains(&Degradable::Cgroups),
     };
-    let result = engine::run(&pipeline, &options, &store, &[&terminal], &cancel, spares);
+    let result = engine::run(
+        &pipeline,
+        &options,
+        &store,
+        &[&terminal],
+        &cancel,
+        spares,
+        secret_store.as_ref(),
+    );
     terminal.finish();
     let report = result?;
 

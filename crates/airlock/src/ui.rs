@@ -202,7 +202,13 @@ impl Subscriber for Terminal {
                     self.print(&self.styled("33", &format!("warning: degraded: {d}")));
                 }
             }
-            Event::SandboxReady { .. } | Event::RunFinished { .. } => {}
+            Event::SecretLeased { job, name, .. } => {
+                let text = self.styled("2", &format!("🔑 secret {name} leased"));
+                self.line(job, &text);
+            }
+            Event::SandboxReady { .. }
+            | Event::RunFinished { .. }
+            | Event::SecretRevoked { .. } => {}
         }
     }
 

@@ -704,3 +704,269 @@ e2e!(source_under_a_private_root_directory_is_mounted, |w| {
         r.stdout
     );
 });
+
+/// Stores a secret through the CLI (value on stdin).
+fn set_secret(w: &World, name: &str, value: &str, scope: &str) {
+    use std::io::Write as _;
+    let mut child = w
+        .command(&["secrets", "set", name, "--scope", scope])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let r = ran(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains(value) && !r.stderr.contains(value));
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+e2e!(secrets_reach_the_job_and_never_any_output, |w| {
+    let secret = "Zq8-leak-battery-s3cret-Vx42";
+    set_secret(w, "API_TOKEN", secret, "leaks/*");
+    // The job prints the secret in every form the redactor knows, to stdout
+    // and stderr, split across writes with pauses between them.
+    let file = w.pipeline(
+        "leaks.yml",
+        r#"version: 1
+name: leaks
+jobs:
+  print:
+    secrets: [{ name: API_TOKEN, env: API_TOKEN }]
+    steps:
+      - run: |
+          v=$(cat /run/secrets/API_TOKEN)
+          test "$v" = "$API_TOKEN"
+          echo "plain $v"; echo "stderr $v" >&2
+          printf '%s' "$v" | base64; printf 'x%s' "$v" | base64; printf 'xy%s' "$v" | base64
+          printf '%s' "$v" | base64 | tr '+/' '-_' | tr -d '='
+          printf '%s' "$v" | xxd -p; printf '%s' "$v" | xxd -p | tr a-f A-F
+          python3 -c 'import sys, urllib.parse, json; v = sys.argv[1]; print(urllib.parse.quote(v, safe="")); print(json.dumps({"t": v}))' "$v"
+          i=1; while [ $i -le ${#v} ]; do printf '%s' "$(printf '%s' "$v" | cut -c$i)"; i=$((i+1)); sleep 0.01; done; echo
+          printf '%s' "$v" | head -c 7; sleep 0.3; printf '%s\n' "$v" | tail -c +8
+"#,
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(job(&doc, "print")["status"], "success");
+    let forms = [
+        secret.to_string(),
+        base64_of(secret.as_bytes()),
+        hex_of(secret.as_bytes()),
+    ];
+    for form in &forms {
+        assert!(!r.stdout.contains(form.as_str()), "{form} in --json output");
+        assert!(
+            !r.stderr.contains(form.as_str()),
+            "{form} in the terminal output"
+        );
+    }
+    assert!(r.stderr.contains("plain ***"), "{}", r.stderr);
+    // No byte of it in any file of the state directory (logs, database,
+    // run record, keys).
+    let text = w.airlock(&["run", file.to_str().unwrap()]);
+    assert!(!text.stdout.contains(secret), "{}", text.stdout);
+    for f in files_under(w.home.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        for form in &forms {
+            assert!(
+                !bytes.windows(form.len()).any(|x| x == form.as_bytes()),
+                "{form} found in {}",
+                f.display()
+            );
+        }
+    }
+    let logs = w.airlock(&["logs", "1/print"]);
+    assert!(logs.stdout.contains("plain ***"), "{}", logs.stdout);
+    // Leases end with the job.
+    let leases: Value =
+        serde_json::from_str(&w.airlock(&["secrets", "leases", "--json"]).stdout).unwrap();
+    assert!(
+        leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["state"] == "revoked"),
+        "{leases}"
+    );
+});
+
+e2e!(
+    unknown_and_out_of_scope_secrets_exit_2_before_anything_runs,
+    |w| {
+        set_secret(w, "DEPLOY_TOKEN", "deploy-token-value-1", "app/deploy");
+        let file = w.pipeline(
+        "scope.yml",
+        "version: 1\nname: app\njobs:\n  build:\n    secrets: [DEPLOY_TOKEN]\n    steps: [\"touch /tmp/ran\"]\n",
+    );
+        let r = w.airlock(&["run", file.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains("scope.yml:5:15"), "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("\"DEPLOY_TOKEN\" is out of scope for app/build"),
+            "{}",
+            r.stderr
+        );
+        let file = w.pipeline(
+        "unknown.yml",
+        "version: 1\nname: app\njobs:\n  deploy:\n    secrets: [NOPE_TOKEN]\n    steps: [\"true\"]\n",
+    );
+        let r = w.airlock(&["run", file.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("unknown secret \"NOPE_TOKEN\""),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(w.airlock(&["runs", "list", "--json"]).stdout.trim(), "[]");
+    }
+);
+
+e2e!(
+    leases_are_revoked_after_failure_timeout_and_a_killed_runner,
+    |w| {
+        set_secret(w, "TOKEN", "lease-test-value-9", "life/*");
+        let file = w.pipeline(
+        "life.yml",
+        "version: 1\nname: life\njobs:\n  fails:\n    secrets: [TOKEN]\n    steps: [\"exit 3\"]\n  slow:\n    secrets: [TOKEN]\n    steps:\n      - run: sleep 30\n        timeout: 1s\n",
+    );
+        let r = w.airlock(&["run", file.to_str().unwrap()]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let leases: Value =
+            serde_json::from_str(&w.airlock(&["secrets", "leases", "--json"]).stdout).unwrap();
+        assert_eq!(leases.as_array().unwrap().len(), 2, "{leases}");
+        assert!(
+            leases
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["state"] == "revoked"),
+            "{leases}"
+        );
+
+        // A runner killed mid-job: the next command revokes its leases, and
+        // /run/secrets is gone with the job's mount namespace.
+        let marker = "210987.5";
+        let crash = w.pipeline(
+        "crash.yml",
+        &format!("version: 1\nname: life\njobs:\n  hold:\n    secrets: [TOKEN]\n    steps: [\"sleep {marker}\"]\n"),
+    );
+        let mut child = w
+            .command(&["run", crash.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while host_processes_with(marker).is_empty() {
+            assert!(Instant::now() < deadline, "the job never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let r = w.airlock(&["runs", "list"]);
+        assert!(
+            r.stderr.contains("revoked 1 lease(s) of lost run"),
+            "{}",
+            r.stderr
+        );
+        let leases: Value =
+            serde_json::from_str(&w.airlock(&["secrets", "leases", "--json"]).stdout).unwrap();
+        assert!(
+            leases
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["state"] != "active"),
+            "{leases}"
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains("/run/secrets"), "{mounts}");
+    }
+);
+
+e2e!(age_encrypted_secrets_import_with_the_real_age_tool, |w| {
+    if Command::new("age").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: the age tool is not installed (apt-get install age)");
+        return;
+    }
+    let dir = w.files.path();
+    let key = dir.join("key.txt");
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let recipient = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .trim_start_matches("Public key: ")
+        .to_string();
+    std::fs::write(
+        dir.join("plain.env"),
+        "IMPORTED_TOKEN=imported-from-age-1\n",
+    )
+    .unwrap();
+    let enc = dir.join("secrets.age");
+    let st = Command::new("age")
+        .args(["-r", &recipient, "-o"])
+        .arg(&enc)
+        .arg(dir.join("plain.env"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = w.airlock(&[
+        "secrets",
+        "import",
+        "--age",
+        enc.to_str().unwrap(),
+        "--identity",
+        key.to_str().unwrap(),
+        "--scope",
+        "imp/*",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let file = w.pipeline(
+        "imp.yml",
+        "version: 1\nname: imp\njobs:\n  a:\n    secrets: [IMPORTED_TOKEN]\n    steps: [\"test $(cat /run/secrets/IMPORTED_TOKEN) = imported-from-age-1 && echo match\"]\n",
+    );
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("match"), "{}", r.stdout);
+});
+
+fn base64_of(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in bytes.chunks(3) {
+        let n = c.iter().fold(0u32, |n, &b| n << 8 | u32::from(b)) << (8 * (3 - c.len()));
+        for i in 0..=c.len() {
+            s.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    s
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

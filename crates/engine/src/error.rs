@@ -29,6 +29,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// The secret store failed (not a denial: those are `BadInput`).
+    #[error("secret store: {0}")]
+    Secrets(String),
     /// A job thread could not be started.
     #[error("cannot start a job thread: {0}")]
     Thread(std::io::Error),

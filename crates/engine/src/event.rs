@@ -38,6 +38,26 @@ pub enum Event {
         #[serde(with = "millis")]
         took: Duration,
     },
+    /// A secret was leased to a job (never its value).
+    SecretLeased {
+        /// Job id.
+        job: String,
+        /// Secret name.
+        name: String,
+        /// Version leased.
+        version: u32,
+        /// Lease id.
+        lease: String,
+    },
+    /// A job's lease was revoked as the job ended.
+    SecretRevoked {
+        /// Job id.
+        job: String,
+        /// Secret name.
+        name: String,
+        /// Lease id.
+        lease: String,
+    },
     /// A step began.
     StepStarted {
         /// Job id.

@@ -2,12 +2,15 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use redact::Redactor;
 use sandbox::cgroup::{Events, Limits};
-use sandbox::{CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxError};
+use sandbox::{CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxError, SecretFile};
+use secrets::{Lease, SecretStore};
 use state::Status;
+use zeroize::Zeroizing;
 
 use crate::event::{Bus, Event};
 use crate::output::Lines;
@@ -40,6 +43,10 @@ pub(crate) struct JobContext<'a> {
     pub cgroups: bool,
     /// Sandboxes prepared ahead of time.
     pub spares: &'a Spares,
+    /// The secret store, if there is one.
+    pub secrets: Option<&'a SecretStore>,
+    /// Pipeline name (the scope of the job's leases is `PIPELINE/JOB`).
+    pub pipeline: &'a str,
 }
 
 /// Runs `plan` to completion and publishes its events.
@@ -60,8 +67,104 @@ pub(crate) fn run_job(plan: &JobPlan, ctx: &JobContext<'_>) -> JobOutcome {
 }
 
 fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> JobOutcome {
+    let leases = match lease_secrets(plan, ctx) {
+        Ok(leases) => leases,
+        Err(reason) => return failed(None, reason, false),
+    };
+    let outcome = run_with_secrets(plan, ctx, started, &leases);
+    // Whatever the outcome: a job's secrets live exactly as long as it.
+    for (secret, lease) in &leases {
+        match ctx.secrets.map(|store| store.revoke(lease.id())) {
+            Some(Ok(_)) => ctx.bus.emit(Event::SecretRevoked {
+                job: plan.id.clone(),
+                name: secret.name.clone(),
+                lease: lease.id().as_str().to_string(),
+            }),
+            Some(Err(e)) => tracing::error!("cannot revoke lease {}: {e}", lease.id().as_str()),
+            None => {}
+        }
+    }
+    outcome
+}
+
+/// Leases every secret the job asks for, with the job's timeout as TTL.
+fn lease_secrets<'a>(
+    plan: &'a JobPlan,
+    ctx: &JobContext<'_>,
+) -> Result<Vec<(&'a spec::SecretRef, Lease)>, String> {
+    let mut leases = Vec::with_capacity(plan.secrets.len());
+    for secret in &plan.secrets {
+        let Some(store) = ctx.secrets else {
+            return Err(format!("unknown secret {:?}: no secret store", secret.name));
+        };
+        match store.lease(&secret.name, ctx.pipeline, &plan.id, ctx.run, plan.timeout) {
+            Ok(lease) => {
+                ctx.bus.emit(Event::SecretLeased {
+                    job: plan.id.clone(),
+                    name: secret.name.clone(),
+                    version: lease.info().version,
+                    lease: lease.id().as_str().to_string(),
+                });
+                leases.push((secret, lease));
+            }
+            Err(e) => {
+                for (_, lease) in &leases {
+                    let _ = store.revoke(lease.id());
+                }
+                return Err(format!("secret {:?}: {e}", secret.name));
+            }
+        }
+    }
+    Ok(leases)
+}
+
+fn run_with_secrets(
+    plan: &JobPlan,
+    ctx: &JobContext<'_>,
+    started: Instant,
+    leases: &[(&spec::SecretRef, Lease)],
+) -> JobOutcome {
     let deadline = started + plan.timeout;
     let mut config = plan.sandbox.clone();
+    config.secrets = leases
+        .iter()
+        .map(|(secret, lease)| SecretFile {
+            name: secret.name.clone(),
+            value: Zeroizing::new(lease.expose().to_vec()),
+        })
+        .collect();
+    // Every byte the job writes passes the redactor before any subscriber
+    // (terminal, log file, run record) sees it. A job without secrets has
+    // nothing to mask.
+    let redactor = if leases.is_empty() {
+        None
+    } else {
+        let values: Vec<&[u8]> = leases.iter().map(|(_, lease)| lease.expose()).collect();
+        match redact::Patterns::new(&values) {
+            Ok(patterns) => Some(Redactor::new(Arc::new(patterns))),
+            // Fail closed: a secret that cannot be masked is not handed out.
+            Err(e) => return failed(None, format!("cannot mask the job's secrets: {e}"), false),
+        }
+    };
+    // Environment variables only where the pipeline asked for them.
+    let mut secret_env = Vec::new();
+    for (secret, lease) in leases {
+        if let Some(var) = &secret.env {
+            match std::str::from_utf8(lease.expose()) {
+                Ok(value) => secret_env.push((var.clone(), value.to_string())),
+                Err(_) => {
+                    return failed(
+                        None,
+                        format!(
+                            "secret {:?} is not UTF-8 text, so it cannot be the environment variable {var}; read it from /run/secrets/{} instead",
+                            secret.name, secret.name
+                        ),
+                        false,
+                    )
+                }
+            }
+        }
+    }
     if ctx.cgroups {
         config.cgroup = Some(CgroupSpec {
             name: sandbox::cgroup::name_for(&plan.id, ctx.run),
@@ -96,7 +199,7 @@ fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> Job
         }
     }
 
-    let mut outcome = run_steps(&mut sandbox, plan, ctx, deadline);
+    let mut outcome = run_steps(&mut sandbox, plan, ctx, deadline, &secret_env, redactor);
     if outcome.status == Status::Success && !plan.artifacts.is_empty() {
         if let Err(e) = collect_artifacts(&sandbox, plan, ctx.run_dir) {
             outcome = failed(None, format!("artifacts: {e}"), false);
@@ -137,6 +240,8 @@ fn run_steps(
     plan: &JobPlan,
     ctx: &JobContext<'_>,
     deadline: Instant,
+    secret_env: &[(String, String)],
+    mut redactor: Option<Redactor>,
 ) -> JobOutcome {
     let job = plan.id.as_str();
     let run_id = ctx.run.to_string();
@@ -161,14 +266,36 @@ fn run_steps(
         };
         let mut command = step.command.clone();
         command.env.push(("AIRLOCK_RUN".into(), run_id.clone()));
+        command.env.extend(secret_env.iter().cloned());
 
         let events_before = sandbox.events().unwrap_or_default();
         let mut lines = Lines::default();
         let mut emit = |line: &[u8], partial: bool| ctx.bus.output(job, line, partial);
+        let mut clean = Vec::with_capacity(64 * 1024);
         let result = sandbox.run(&command, step_deadline, &mut |o| match o {
-            Output::Data(d) => lines.push(d, &mut emit),
-            Output::Idle => lines.idle(&mut emit),
+            Output::Data(d) => match redactor.as_mut() {
+                Some(r) => {
+                    r.push(d, &mut clean);
+                    lines.push(&clean, &mut emit);
+                    clean.clear();
+                }
+                None => lines.push(d, &mut emit),
+            },
+            Output::Idle => {
+                // Release only what can no longer start a secret, so live
+                // output does not stall and nothing leaks.
+                if let Some(r) = redactor.as_mut() {
+                    r.flush_safe(&mut clean);
+                    lines.push(&clean, &mut emit);
+                    clean.clear();
+                }
+                lines.idle(&mut emit);
+            }
         });
+        if let Some(r) = redactor.as_mut() {
+            r.finish(&mut clean);
+            lines.push(&clean, &mut emit);
+        }
         lines.finish(&mut emit);
 
         let (mut status, exit_code, mut reason) = match result {

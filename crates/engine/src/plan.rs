@@ -7,7 +7,9 @@ use sandbox::cgroup::Limits;
 use sandbox::{CommandSpec, SandboxConfig};
 use spec::{Image, Job, Network, Pipeline};
 
-use crate::error::Refusal;
+use secrets::SecretStore;
+
+use crate::error::{EngineError, Refusal};
 
 /// The shell every step runs in: `/bin/sh -e -c SCRIPT`, so the step fails
 /// at the first command that fails (outside conditionals, as POSIX `-e`
@@ -34,6 +36,8 @@ pub struct JobPlan {
     pub artifacts: Vec<String>,
     /// cgroup limits (defaults filled in).
     pub limits: Limits,
+    /// Secrets the job asks for (leased when it starts).
+    pub secrets: Vec<spec::SecretRef>,
 }
 
 /// Most processes of a job when the pipeline sets no `pids`.
@@ -68,34 +72,53 @@ pub struct StepPlan {
 /// Checks what this version can run, before anything runs. The order of
 /// checks is the order of the file, so the first problem reported is the
 /// first one a reader meets.
-pub fn admit(pipeline: &Pipeline, jobs: &[usize]) -> Result<(), Refusal> {
+pub fn admit(
+    pipeline: &Pipeline,
+    jobs: &[usize],
+    secrets: Option<&SecretStore>,
+) -> Result<(), EngineError> {
     for &i in jobs {
         let Some(job) = pipeline.jobs.get(i) else {
             continue;
         };
         let at =
             |loc: spec::Location| format!("{}:{}:{}", pipeline.file.display(), loc.line, loc.col);
-        if let Some(secret) = job.secrets.first() {
+        // Every secret a job asks for must exist and be in scope for
+        // PIPELINE/JOB, before anything runs (the store records denials).
+        for secret in &job.secrets {
+            let denied = match secrets {
+                None => format!(
+                    "unknown secret {:?}: the secret store is empty (add it with airlock secrets set)",
+                    secret.name
+                ),
+                Some(store) => match store.admit(&secret.name, &pipeline.name, &job.id, 0) {
+                    Ok(_) => continue,
+                    Err(e) if e.is_denial() => e.to_string(),
+                    Err(e) => return Err(EngineError::Secrets(e.to_string())),
+                },
+            };
             return Err(Refusal::BadInput(format!(
-                "{}: job {:?} asks for secret {:?}, which is not in the secret store (this version has no store yet)",
+                "{}: job {:?}: {denied}",
                 at(secret.location),
-                job.id,
-                secret.name
-            )));
+                job.id
+            ))
+            .into());
         }
         if let Image::Oci(image) = &job.image {
             return Err(Refusal::Unavailable(format!(
                 "{}: job {:?} asks for image {image:?}; only image: host is supported so far",
                 at(job.location),
                 job.id
-            )));
+            ))
+            .into());
         }
         if let Network::Egress(_) = &job.network {
             return Err(Refusal::Unavailable(format!(
                 "{}: job {:?} declares network egress, but the egress proxy is not available yet, and airlock does not open the network unfiltered",
                 at(job.location),
                 job.id
-            )));
+            ))
+            .into());
         }
     }
     Ok(())
@@ -165,6 +188,7 @@ pub fn plan_job(pipeline: &Pipeline, job: &Job) -> Result<JobPlan, Refusal> {
         steps,
         timeout: job.resources.timeout,
         artifacts: job.artifacts.clone(),
+        secrets: job.secrets.clone(),
         limits: Limits {
             memory: job.resources.memory.or_else(default_memory),
             cpus: job.resources.cpus,

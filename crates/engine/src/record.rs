@@ -84,7 +84,9 @@ impl Subscriber for Recorder<'_> {
             } => self.keep(store.run_finished(run, *status, *exit_code)),
             Event::RunStarted { .. }
             | Event::SandboxReady { .. }
-            | Event::TeardownFailed { .. } => {}
+            | Event::TeardownFailed { .. }
+            | Event::SecretLeased { .. }
+            | Event::SecretRevoked { .. } => {}
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 
 use crate::spares::Spares;
+use secrets::SecretStore;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -85,6 +86,7 @@ pub fn run(
     subscribers: &[&dyn Subscriber],
     cancel: &AtomicBool,
     spares: Option<&Spares>,
+    secrets: Option<&SecretStore>,
 ) -> Result<RunReport, EngineError> {
     let order = if options.jobs.is_empty() {
         pipeline.topo_order()
@@ -93,7 +95,7 @@ pub fn run(
             .select(&options.jobs)
             .map_err(|e| Refusal::BadInput(e.to_string()))?
     };
-    admit(pipeline, &order)?;
+    admit(pipeline, &order, secrets)?;
     let mut degraded = Vec::new();
     let cgroups = match probe_cgroups() {
         Ok(()) => true,
@@ -125,6 +127,7 @@ pub fn run(
             cancel,
             cgroups,
             spares,
+            secrets,
         };
         record_and_schedule(pipeline, &plans, parallel, degraded, env)
     };
@@ -148,6 +151,7 @@ struct Env<'a> {
     cancel: &'a AtomicBool,
     cgroups: bool,
     spares: &'a Spares,
+    secrets: Option<&'a SecretStore>,
 }
 
 /// Records the run, runs its jobs and records their outcome.
@@ -164,6 +168,7 @@ fn record_and_schedule(
         cancel,
         cgroups,
         spares,
+        secrets,
     } = env;
     let run = store.begin_run(&NewRun {
         pipeline: pipeline.name.clone(),
@@ -209,8 +214,17 @@ fn record_and_schedule(
         killers: &Mutex::new(Vec::new()),
         cgroups,
         spares,
+        secrets,
+        pipeline: &pipeline.name,
     };
     let outcomes = schedule(plans, parallel, &ctx)?;
+    // Every job revokes its own leases as it ends; this catches any the
+    // run left behind (a job thread that failed to), whatever happened.
+    if let Some(store) = secrets {
+        if let Err(e) = store.revoke_run(run) {
+            tracing::error!("cannot revoke the leases of run {run}: {e}");
+        }
+    }
 
     let mut jobs = Vec::with_capacity(plans.len());
     let mut refused = false;

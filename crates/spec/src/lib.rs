@@ -33,6 +33,7 @@ use std::path::Path;
 
 pub use error::{SpecError, UnknownJob};
 pub use model::*;
+pub use units::parse_duration;
 
 /// Largest pipeline file accepted, in bytes (1 MiB).
 pub const MAX_FILE_SIZE: u64 = 1 << 20;

@@ -63,7 +63,7 @@ const DURATION_UNITS: &[(&str, u64)] = &[("h", 3_600_000), ("m", 60_000), ("s", 
 ///
 /// Units go from largest to smallest, each at most once. A bare number,
 /// zero and overflow are errors.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err(DURATION_HINT.to_owned());
