@@ -396,7 +396,8 @@ fn holds_back_exactly_the_possible_beginnings() {
             assert_eq!(
                 r.held(),
                 pending(&forms, &text[..pushed], longest),
-                "size {size} at {pushed}: {:?}", show(&text[pushed.saturating_sub(30)..pushed])
+                "size {size} at {pushed}: {:?}",
+                show(&text[pushed.saturating_sub(30)..pushed])
             );
         }
         r.finish(&mut out);

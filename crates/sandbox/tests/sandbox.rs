@@ -301,7 +301,10 @@ fn secret_files() -> Result<(), Failed> {
          echo x > /run/secrets/DEPLOY_TOKEN 2>&1 || true",
         T,
     )?;
-    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}: {out}"))?;
+    check(
+        outcome == CommandOutcome::Exited(0),
+        format!("{outcome:?}: {out}"),
+    )?;
     let want = "s3cr3t-deploy-value\nline one\nline two\n400 root\nnodev noexec nosuid ro \n";
     check(out.starts_with(want), format!("output {out:?}"))?;
     check(
