@@ -100,26 +100,23 @@ impl Scanner {
         self.at = base + len64(n);
     }
 
-    /// Length of the longest suffix of the stream so far that is a proper
-    /// prefix of some pattern: the bytes that could still begin an
-    /// occurrence. Everything before them can be released.
+    /// Length of the longest suffix of the stream so far that is a prefix
+    /// of some pattern (possibly a whole pattern): the bytes that could
+    /// still begin an occurrence, and perhaps a whole occurrence that
+    /// cannot grow. Everything before them can be released.
     ///
     /// This is exact, although the automaton does not read every byte: a
     /// prefix that was skipped had its window checked by the filter (and
     /// would have started the automaton), unless the window did not fit,
     /// in which case the prefix lies in the carried bytes, read here.
-    pub(crate) fn pending(&self, matcher: Option<&Matcher>) -> usize {
-        let Some(m) = matcher else {
-            return 0;
-        };
-        let depth = if self.carry_len > 0 {
-            m.depth(m.state_after(&[&self.carry[..self.carry_len]]))
-        } else {
-            m.depth(self.sid)
-        };
-        // A suffix as long as the longest pattern is a whole occurrence,
-        // not the beginning of one.
-        depth.min(m.longest.saturating_sub(1))
+    pub(crate) fn depth(&self, matcher: Option<&Matcher>) -> usize {
+        match matcher {
+            None => 0,
+            Some(m) if self.carry_len > 0 => {
+                m.depth(m.state_after(&[&self.carry[..self.carry_len]]))
+            }
+            Some(m) => m.depth(self.sid),
+        }
     }
 
     /// Scans the carried bytes: the stream has ended (or is taken as ended),

@@ -68,9 +68,9 @@ impl Redactor {
     /// Feeds the next bytes of the stream, and appends to `out` everything
     /// that is now known to be safe, with every occurrence replaced by
     /// [`MASK`]. Only the bytes that could still begin an occurrence stay
-    /// held back: the longest suffix of the stream that is a proper prefix
-    /// of some pattern (so at most `longest() - 1` bytes, and usually none
-    /// after a line break).
+    /// held back: the longest suffix of the stream, shorter than the
+    /// longest pattern, that begins some pattern (usually nothing after a
+    /// line break).
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
         if input.is_empty() {
             return;
@@ -82,7 +82,7 @@ impl Redactor {
                 add_run(runs, s, e)
             });
         self.pos += len64(input.len());
-        let safe = self.pos - len64(self.scanner.pending(self.patterns.matcher()));
+        let safe = self.safe(input);
         self.release(input, base, safe, out);
     }
 
@@ -101,7 +101,7 @@ impl Redactor {
     /// middle of a stream: a secret whose first half was released that way
     /// would leak when its second half arrived.
     pub fn flush_safe(&mut self, out: &mut Vec<u8>) {
-        let safe = self.pos - len64(self.scanner.pending(self.patterns.matcher()));
+        let safe = self.safe(&[]);
         let base = self.pos;
         self.release(&[], base, safe, out);
     }
@@ -145,6 +145,30 @@ impl Redactor {
             add_run(runs, s, e);
         });
         self.scanner = scanner;
+    }
+
+    /// Where the bytes that can be released end: before the longest suffix
+    /// of the stream, shorter than the longest pattern, that begins some
+    /// pattern. `input` is what was just pushed (the held bytes are before
+    /// it).
+    fn safe(&self, input: &[u8]) -> u64 {
+        let Some(m) = self.patterns.matcher() else {
+            return self.pos;
+        };
+        let mut pending = self.scanner.depth(Some(m));
+        if pending >= m.longest {
+            // The suffix is a whole pattern, the longest one: it cannot grow,
+            // but a shorter suffix of it may begin another pattern. Find the
+            // longest such among the last `longest - 1` bytes (they all come
+            // after `released`: no possible beginning is released).
+            let want = (m.longest - 1).min(self.held.len() + input.len());
+            let from_input = want.min(input.len());
+            let from_held = want - from_input;
+            let held = &self.held[self.held.len() - from_held..];
+            let input = &input[input.len() - from_input..];
+            pending = m.depth(m.state_after(&[held, input]));
+        }
+        self.pos - len64(pending)
     }
 
     /// Writes out bytes `released..safe`, from `self.held` (which starts at
