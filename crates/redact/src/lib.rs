@@ -20,7 +20,7 @@
 //!
 //! # What is masked
 //!
-//! For every secret, each of these forms is a pattern (see [`variants`] and
+//! For every secret, each of these forms is a pattern (see [`variants()`] and
 //! [`Form`]); forms with the same bytes are kept once, and forms shorter
 //! than [`MIN_SECRET_LEN`] are dropped:
 //!
@@ -71,10 +71,9 @@
 //! ([`Redactor::finish`]); [`Redactor::flush_safe`], for idle streams,
 //! releases only what is safe.
 //!
-//! Throughput (`benches/redact.rs`, 16 MiB of build log in 64 KiB chunks,
-//! one core of the CI machine): about 2.4 GB/s with 10 and 100 secrets and
-//! 1.5 GB/s with 1,000 secrets (11,919 patterns), against 52 MB/s, 6 MB/s and
-//! 0.5 MB/s for a per-line, per-pattern replace.
+//! Throughput is measured by `benches/redact.rs` (16 MiB of build log in
+//! 64 KiB chunks, 10 to 1,000 secrets, next to a per-line replace); the
+//! figures are in BENCHMARKS.md.
 //!
 //! # Limits
 //!
