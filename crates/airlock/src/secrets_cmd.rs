@@ -120,6 +120,8 @@ pub fn secrets(store: &SecretStore, command: SecretsCommand) -> Result<i32> {
                 options = options.with_max_age(parse_age(&age)?);
             }
             let value = read_value(&name, from_file.as_deref())?;
+            // What the redactor cannot mask is never stored.
+            redact::check(&value).map_err(|e| bad(format!("secret {name:?}: {e}")))?;
             let if_exists = if replace {
                 IfExists::Replace
             } else {
@@ -165,6 +167,7 @@ pub fn secrets(store: &SecretStore, command: SecretsCommand) -> Result<i32> {
                 }
                 None => read_value(&name, from_file.as_deref())?,
             };
+            redact::check(&value).map_err(|e| bad(format!("secret {name:?}: {e}")))?;
             let version = store.rotate(&name, &value).map_err(bad)?;
             writeln!(out, "secret {name}: version {version} is now current")?;
         }
