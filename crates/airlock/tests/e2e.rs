@@ -405,20 +405,7 @@ e2e!(killed_runner_leaves_nothing_and_run_is_lost, |w| {
         "crash.yml",
         &format!("version: 1\njobs:\n  a:\n    steps: [\"sleep {marker}\"]\n"),
     );
-    let mut child = w
-        .command(&["run", file.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while host_processes_with(marker).is_empty() {
-        assert!(Instant::now() < deadline, "the job never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let runner = child.id();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let runner = kill_runner_mid_job(w, &file, marker);
     // The parent-death signal takes the sandbox down with its runner.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !host_processes_with(marker).is_empty() {
@@ -442,6 +429,26 @@ e2e!(killed_runner_leaves_nothing_and_run_is_lost, |w| {
         "cgroups of the dead runner remain"
     );
 });
+
+/// Starts `airlock run FILE`, waits until its job runs (a process whose
+/// command line holds `marker`), SIGKILLs the runner and returns its pid.
+fn kill_runner_mid_job(w: &World, file: &Path, marker: &str) -> u32 {
+    let mut child = w
+        .command(&["run", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host_processes_with(marker).is_empty() {
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let runner = child.id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    runner
+}
 
 /// Job cgroup directories (any v1 hierarchy or v2) made by runner `pid`.
 fn job_cgroups_of(pid: u32) -> Vec<PathBuf> {
@@ -871,19 +878,7 @@ e2e!(
         "crash.yml",
         &format!("version: 1\nname: life\njobs:\n  hold:\n    secrets: [TOKEN]\n    steps: [\"sleep {marker}\"]\n"),
     );
-        let mut child = w
-            .command(&["run", crash.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while host_processes_with(marker).is_empty() {
-            assert!(Instant::now() < deadline, "the job never started");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_runner_mid_job(w, &crash, marker);
         let r = w.airlock(&["runs", "list"]);
         assert!(
             r.stderr.contains("revoked 1 lease(s) of lost run"),

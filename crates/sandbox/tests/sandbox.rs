@@ -41,6 +41,11 @@ struct Job {
 }
 
 fn job() -> Result<Job, Failed> {
+    job_with(Vec::new())
+}
+
+/// A sandbox over a source holding `hello.txt`, with these secrets.
+fn job_with(secrets: Vec<sandbox::SecretFile>) -> Result<Job, Failed> {
     let source = tempfile::tempdir()?;
     std::fs::write(source.path().join("hello.txt"), "hi from src\n")?;
     let config = SandboxConfig {
@@ -51,8 +56,12 @@ fn job() -> Result<Job, Failed> {
         tmp_size: 64 << 20,
         layers: sandbox::Layers::default(),
         cgroup: None,
-        secrets: Vec::new(),
+        secrets,
     };
+    check(
+        !format!("{config:?}").contains("s3cr3t"),
+        "a secret value shows in Debug output",
+    )?;
     let sandbox = Sandbox::create(&config)?;
     Ok(Job {
         sandbox,
@@ -271,34 +280,16 @@ fn missing_program() -> Result<(), Failed> {
 }
 
 fn secret_files() -> Result<(), Failed> {
-    let source = tempfile::tempdir()?;
-    let config = SandboxConfig {
-        hostname: "airlock-test".into(),
-        source: source.path().canonicalize()?,
-        workdir: "/workspace".into(),
-        workspace_size: 64 << 20,
-        tmp_size: 64 << 20,
-        layers: sandbox::Layers::default(),
-        cgroup: None,
-        secrets: vec![
-            sandbox::SecretFile {
-                name: "DEPLOY_TOKEN".into(),
-                value: b"s3cr3t-deploy-value".to_vec().into(),
-            },
-            sandbox::SecretFile {
-                name: "MULTI".into(),
-                value: b"line one\nline two\n".to_vec().into(),
-            },
-        ],
-    };
-    check(
-        !format!("{config:?}").contains("s3cr3t"),
-        "a secret value shows in Debug output",
-    )?;
-    let mut job = Job {
-        sandbox: Sandbox::create(&config)?,
-        _source: source,
-    };
+    let mut job = job_with(vec![
+        sandbox::SecretFile {
+            name: "DEPLOY_TOKEN".into(),
+            value: b"s3cr3t-deploy-value".to_vec().into(),
+        },
+        sandbox::SecretFile {
+            name: "MULTI".into(),
+            value: b"line one\nline two\n".to_vec().into(),
+        },
+    ])?;
     let (outcome, out) = run(
         &mut job,
         "cat /run/secrets/DEPLOY_TOKEN; echo; cat /run/secrets/MULTI; \
