@@ -206,8 +206,13 @@ impl Subscriber for Terminal {
                 let text = self.styled("2", &format!("🔑 secret {name} leased"));
                 self.line(job, &text);
             }
+            Event::MaskRefused { job, reason } => {
+                let text = self.styled("33", &format!("warning: mask refused: {reason}"));
+                self.line(job, &text);
+            }
             Event::SandboxReady { .. }
             | Event::RunFinished { .. }
+            | Event::MaskAdded { .. }
             | Event::SecretRevoked { .. } => {}
         }
     }

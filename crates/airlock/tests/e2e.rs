@@ -817,6 +817,130 @@ jobs:
     );
 });
 
+/// Needles and split count for the leak battery, computed on the host by
+/// the battery script itself (`--plan`), for these secret values.
+fn battery_plan(values: &[&str]) -> (Vec<Vec<u8>>, u64) {
+    let script = repo().join("crates/airlock/tests/leaks/battery.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--plan")
+        .args(values.iter().map(|v| hex_of(v.as_bytes())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let needles = plan["needles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let h = h.as_str().unwrap();
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect();
+    (needles, plan["splits"].as_u64().unwrap())
+}
+
+fn assert_no_needle(what: &str, bytes: &[u8], needles: &[Vec<u8>]) {
+    for n in needles {
+        assert!(
+            !bytes.windows(n.len()).any(|x| x == n.as_slice()),
+            "{:?} found in {what}",
+            String::from_utf8_lossy(n)
+        );
+    }
+}
+
+e2e!(leak_battery_every_form_split_at_every_offset, |w| {
+    // Characters that URL-encoding, form encoding, JSON and base64 each
+    // write differently; a multi-line secret; and (in the job) a value
+    // registered at run time through the mask channel.
+    let token = "Zq8/leak+battery \"s3cret\"&Vx42<>";
+    let multi = "first-line-Kx81\nsecond-line-Pw27";
+    set_secret(w, "TOKEN", token, "battery/*");
+    set_secret(w, "MULTI", multi, "battery/*");
+    std::fs::copy(
+        repo().join("crates/airlock/tests/leaks/battery.py"),
+        w.files.path().join("battery.py"),
+    )
+    .unwrap();
+    let file = w.pipeline(
+        "battery.yml",
+        "version: 1\nname: battery\njobs:\n  leak:\n    secrets: [TOKEN, MULTI]\n    steps: [\"python3 /src/battery.py TOKEN MULTI\"]\n",
+    );
+    let (needles, splits) = battery_plan(&[token, multi]);
+    assert!(needles.len() > 25, "{}", needles.len());
+    let done = format!("battery done: {splits} splits");
+
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(job(&doc, "leak")["status"], "success");
+    assert_no_needle("--json output", r.stdout.as_bytes(), &needles);
+    assert_no_needle("--json stderr", r.stderr.as_bytes(), &needles);
+    let text = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stdout.contains(&done),
+        "the battery did not run to its end"
+    );
+    assert!(!text.stdout.contains("mask refused"), "{}", text.stdout);
+    assert_no_needle("the terminal output", text.stdout.as_bytes(), &needles);
+    assert_no_needle("the terminal stderr", text.stderr.as_bytes(), &needles);
+    let logs = w.airlock(&["logs", "2/leak"]);
+    assert!(logs.stdout.contains(&done), "{}", &logs.stdout[..200]);
+    for f in files_under(w.home.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert_no_needle(&f.display().to_string(), &bytes, &needles);
+    }
+});
+
+e2e!(jobs_register_values_to_mask_at_run_time, |w| {
+    // A job without secrets registers a value it made in one step and
+    // prints it in the next; registers one without a line break and prints
+    // it at once; and registers a too-short value, which is refused with a
+    // warning that does not repeat it.
+    let file = w.pipeline(
+        "mask.yml",
+        r#"version: 1
+name: mask
+jobs:
+  a:
+    steps:
+      - run: |
+          v="minted-$(id -u)-token-$((6 * 7))"
+          printf '%s\n' "$v" > /run/airlock/mask
+          printf '%s' "$v" > /tmp/v
+          printf 'abc\n' > /run/airlock/mask
+      - run: |
+          echo "value $(cat /tmp/v) end"
+          echo "short abc end"
+          w="unterminated-$((1 + 1))-value"
+          printf '%s' "$w" > /run/airlock/mask
+          echo "then $w end"
+"#,
+    );
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("a:2 │ value *** end"), "{}", r.stdout);
+    assert!(r.stdout.contains("a:2 │ then *** end"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("warning: mask refused: value to mask is 3 bytes long"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("-token-42"), "{}", r.stdout);
+    assert!(!r.stdout.contains("unterminated-2-value"), "{}", r.stdout);
+    assert!(r.stdout.contains("short abc end"), "{}", r.stdout);
+});
+
 e2e!(
     unknown_and_out_of_scope_secrets_exit_2_before_anything_runs,
     |w| {

@@ -58,6 +58,21 @@ pub enum Event {
         /// Lease id.
         lease: String,
     },
+    /// The job registered a value to mask (never the value itself).
+    MaskAdded {
+        /// Job id.
+        job: String,
+        /// Values the job has registered so far.
+        count: usize,
+    },
+    /// The job registered a value that cannot be masked; output is not
+    /// masked for it.
+    MaskRefused {
+        /// Job id.
+        job: String,
+        /// Why (never the value).
+        reason: String,
+    },
     /// A step began.
     StepStarted {
         /// Job id.

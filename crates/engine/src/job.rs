@@ -245,6 +245,8 @@ fn run_steps(
 ) -> JobOutcome {
     let job = plan.id.as_str();
     let run_id = ctx.run.to_string();
+    // Values the job registered for masking, across its steps.
+    let mut masks = 0usize;
     for (index, step) in plan.steps.iter().enumerate() {
         if ctx.cancel.load(Ordering::SeqCst) {
             return JobOutcome {
@@ -273,6 +275,9 @@ fn run_steps(
         let mut emit = |line: &[u8], partial: bool| ctx.bus.output(job, line, partial);
         let mut clean = Vec::with_capacity(64 * 1024);
         let result = sandbox.run(&command, step_deadline, &mut |o| match o {
+            Output::Mask(value) => {
+                add_mask(&mut redactor, &mut masks, value, job, ctx);
+            }
             Output::Data(d) => match redactor.as_mut() {
                 Some(r) => {
                     r.push(d, &mut clean);
@@ -357,6 +362,50 @@ fn run_steps(
         exit_code: Some(0),
         reason: None,
         refused: false,
+    }
+}
+
+/// Most values a job may register for masking: each one rebuilds the
+/// redaction automaton, and a job must not be able to make that unbounded.
+pub const MAX_RUNTIME_MASKS: usize = 256;
+
+/// Adds a value the job registered (a line written to
+/// [`sandbox::MASK_PATH`]) to its redactor, making one if the job had no
+/// secrets. The value only ever travels through the mask channel and the
+/// redactor: a refusal names the reason, never the value.
+fn add_mask(
+    redactor: &mut Option<Redactor>,
+    masks: &mut usize,
+    value: &[u8],
+    job: &str,
+    ctx: &JobContext<'_>,
+) {
+    let refused = |reason: String| {
+        ctx.bus.emit(Event::MaskRefused {
+            job: job.into(),
+            reason,
+        })
+    };
+    if *masks >= MAX_RUNTIME_MASKS {
+        return refused(format!(
+            "the job already registered {MAX_RUNTIME_MASKS} values to mask, the most a job may"
+        ));
+    }
+    let added = match redactor.as_mut() {
+        Some(r) => r.add(&[value]),
+        None => {
+            redact::Patterns::new(&[value]).map(|p| *redactor = Some(Redactor::new(Arc::new(p))))
+        }
+    };
+    match added {
+        Ok(()) => {
+            *masks += 1;
+            ctx.bus.emit(Event::MaskAdded {
+                job: job.into(),
+                count: *masks,
+            });
+        }
+        Err(e) => refused(e.to_string()),
     }
 }
 

@@ -86,6 +86,8 @@ impl Subscriber for Recorder<'_> {
             | Event::SandboxReady { .. }
             | Event::TeardownFailed { .. }
             | Event::SecretLeased { .. }
+            | Event::MaskAdded { .. }
+            | Event::MaskRefused { .. }
             | Event::SecretRevoked { .. } => {}
         }
     }

@@ -97,13 +97,19 @@ fn run() -> i32 {
     let finished = rootfs::finish(&config, source.as_fd(), &secrets);
     drop(source);
     drop(secrets);
-    if let Err(e) = finished.and_then(|()| harden(&config)) {
-        fail(e.stage, e.error);
-        return 1;
-    }
-    if proto::send(control.as_fd(), &FromInit::Ready, &[]).is_err() {
+    let mask = match finished.and_then(|mask| harden(&config).map(|()| mask)) {
+        Ok(mask) => mask,
+        Err(e) => {
+            fail(e.stage, e.error);
+            return 1;
+        }
+    };
+    // The read end of the mask channel goes to the runner; the init keeps
+    // no copy (nothing in the sandbox may read what the job registers).
+    if proto::send(control.as_fd(), &FromInit::Ready, &[mask.as_fd()]).is_err() {
         return 3;
     }
+    drop(mask);
 
     loop {
         reap_orphans();

@@ -35,6 +35,12 @@ pub(crate) fn apply(config: &SandboxConfig) -> Result<(), String> {
         })
         .and_then(|r| r.add_rules(path_beneath_rules(["/"], AccessFs::ReadDir)))
         .and_then(|r| r.add_rules(path_beneath_rules(["/dev"], read_write_files)))
+        .and_then(|r| {
+            r.add_rules(path_beneath_rules(
+                [crate::rootfs::MASK_PATH],
+                AccessFs::WriteFile,
+            ))
+        })
         .and_then(|r| r.add_rules(path_beneath_rules(writable, all)))
         .and_then(|r| r.restrict_self())
         .map_err(|e| format!("landlock: {e}"))?;

@@ -30,5 +30,6 @@ pub use config::{valid_secret_name, CgroupSpec, CommandSpec, Layers, SandboxConf
 pub use error::SandboxError;
 pub use init::{run_if_init, INIT_ARGV0};
 pub use proto::MAX_MESSAGE;
+pub use rootfs::MASK_PATH;
 pub use spawn::{CommandOutcome, IdMode, Killer, Output, Sandbox, Spare, IDLE_TICK, NOBODY};
 pub use teardown::TeardownReport;

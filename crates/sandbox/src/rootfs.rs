@@ -119,18 +119,23 @@ pub(crate) fn prepare(layers: &Layers) -> Result<()> {
     crate::netns::loopback_up().map_err(|e| fail("bring up the loopback interface", e))
 }
 
+/// Where a job registers values to mask (see [`mask_channel`]).
+pub const MASK_PATH: &str = "/run/airlock/mask";
+
 /// Adds what is specific to the job (host name, source, workspace and
-/// `/tmp` sizes), makes the root read-only and pivots into it.
+/// `/tmp` sizes, the mask channel), makes the root read-only and pivots
+/// into it. Returns the read end of the mask channel, for the runner.
 pub(crate) fn finish(
     config: &SandboxConfig,
     source_dir: BorrowedFd<'_>,
     secrets: &[(&str, OwnedFd)],
-) -> Result<()> {
+) -> Result<OwnedFd> {
     hostname(&config.hostname)?;
     source(source_dir)?;
     if !secrets.is_empty() {
         secret_files(secrets)?;
     }
+    let mask = mask_channel()?;
     scratch_dirs(config)?;
 
     // The root tmpfs itself is read-only from now on; the writable places
@@ -142,7 +147,36 @@ pub(crate) fn finish(
     // stacked on "/"; detaching it leaves only the job's tree.
     unmount(".", UnmountFlags::DETACH).map_err(|e| fail("detach the old root", e))?;
     rustix::process::chdir("/").map_err(|e| fail("chdir /", e))?;
-    Ok(())
+    Ok(mask)
+}
+
+/// The mask channel: a FIFO at [`MASK_PATH`] that the job may only write
+/// (mode 0200; Landlock grants write on this one file under the otherwise
+/// read-only `/run`). Each line written to it is a value the runner masks
+/// from then on. Opened here for reading, without blocking (no writer yet),
+/// and handed to the runner, which reads it before every chunk of output:
+/// a value registered before it is printed is always masked. Values never
+/// pass through the job's output, so registering one cannot echo it.
+fn mask_channel() -> Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let dir = format!("{NEW}/run/airlock");
+    mkdir(&dir, 0o755)?;
+    let fifo = format!("{NEW}{MASK_PATH}");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        fifo.as_str(),
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o200),
+        0,
+    )
+    .map_err(|e| fail(format!("mkfifo {MASK_PATH}"), e))?;
+    // The umask (022) leaves 0200 as it is.
+    rustix::fs::open(
+        fifo.as_str(),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(format!("open {MASK_PATH}"), e))
 }
 
 fn usr() -> Result<()> {

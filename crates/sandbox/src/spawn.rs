@@ -20,6 +20,7 @@ use rustix::io::Errno;
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitOptions};
+use zeroize::Zeroizing;
 
 use crate::cgroup::{self, Cgroup, Events};
 use crate::config::{CommandSpec, Layers, SandboxConfig};
@@ -80,6 +81,10 @@ pub enum Output<'a> {
     Data(&'a [u8]),
     /// Nothing arrived for [`IDLE_TICK`].
     Idle,
+    /// A value the job registered for masking (one line written to
+    /// [`crate::MASK_PATH`], without its line break). Delivered before any
+    /// output written after it: mask it in everything that follows.
+    Mask(&'a [u8]),
 }
 
 /// How a command ended.
@@ -109,6 +114,8 @@ pub struct Sandbox {
     _host_ids: Option<HostIds>,
     reaped: bool,
     buf: Vec<u8>,
+    /// The read end of the job's mask channel, once the sandbox is ready.
+    mask: MaskReader,
 }
 
 /// Namespaces every sandbox gets at clone. The cgroup namespace comes
@@ -198,6 +205,7 @@ impl Sandbox {
             _host_ids: None,
             reaped: false,
             buf: vec![0; MAX_MESSAGE + 1],
+            mask: MaskReader::default(),
         };
         // From here on, dropping `sandbox` on an error kills and reaps it.
         write_id_maps(pid, ids)?;
@@ -213,8 +221,19 @@ impl Sandbox {
 
     /// Waits for the init's answer to a setup request.
     fn expect(&mut self, want: &FromInit) -> Result<(), SandboxError> {
-        match self.recv()? {
-            Some(got) if std::mem::discriminant(&got) == std::mem::discriminant(want) => Ok(()),
+        self.expect_with_fd(want).map(drop)
+    }
+
+    /// Like [`expect`](Sandbox::expect), keeping the first fd sent along.
+    fn expect_with_fd(&mut self, want: &FromInit) -> Result<Option<OwnedFd>, SandboxError> {
+        let got = proto::recv(self.control.as_fd(), &mut self.buf)
+            .map_err(|e| SandboxError::Control(e.to_string()))?;
+        let (got, fd) = match got {
+            Some((msg, fds)) => (Some(msg), fds.into_iter().next()),
+            None => (None, None),
+        };
+        match got {
+            Some(got) if std::mem::discriminant(&got) == std::mem::discriminant(want) => Ok(fd),
             Some(FromInit::SetupFailed { stage, error }) => {
                 Err(SandboxError::Setup { stage, error })
             }
@@ -257,6 +276,19 @@ impl Sandbox {
         deadline: Instant,
         on_output: &mut dyn FnMut(Output<'_>),
     ) -> Result<CommandOutcome, SandboxError> {
+        let mut mask = std::mem::take(&mut self.mask);
+        let outcome = self.run_with_mask(command, deadline, &mut mask, on_output);
+        self.mask = mask;
+        outcome
+    }
+
+    fn run_with_mask(
+        &mut self,
+        command: &CommandSpec,
+        deadline: Instant,
+        mask: &mut MaskReader,
+        on_output: &mut dyn FnMut(Output<'_>),
+    ) -> Result<CommandOutcome, SandboxError> {
         let (out_r, out_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
             .map_err(|e| SandboxError::io("create the output pipe", e))?;
         // O_NONBLOCK was set on both ends; the job's write end must block.
@@ -271,7 +303,7 @@ impl Sandbox {
             let now = Instant::now();
             if now >= deadline {
                 self.kill();
-                drain(&out_r, &mut chunk, on_output);
+                drain(&out_r, &mut chunk, mask, on_output);
                 return Ok(CommandOutcome::TimedOut);
             }
             let wait = (deadline - now).min(IDLE_TICK);
@@ -296,10 +328,11 @@ impl Sandbox {
                 )
             };
             if !out_ready && !control_ready {
+                mask.read(on_output);
                 on_output(Output::Idle);
                 continue;
             }
-            if out_ready && !read_available(&out_r, &mut chunk, on_output)? {
+            if out_ready && !read_available(&out_r, &mut chunk, mask, on_output)? {
                 out_open = false;
             }
             if control_ready {
@@ -307,7 +340,7 @@ impl Sandbox {
                 // The command has ended; what it wrote is already in the
                 // pipe. Take it, then stop listening: a background process
                 // that kept the pipe open writes into the void from now on.
-                drain(&out_r, &mut chunk, on_output);
+                drain(&out_r, &mut chunk, mask, on_output);
                 return match msg {
                     Some(FromInit::Exited { code }) => Ok(CommandOutcome::Exited(code)),
                     Some(FromInit::Signaled { signal }) => Ok(CommandOutcome::Signaled(signal)),
@@ -561,7 +594,8 @@ impl Spare {
         sandbox.send(&ToInit::Setup(config.clone(), names), &fds)?;
         drop(memfds);
         drop(source_dir);
-        sandbox.expect(&FromInit::Ready)?;
+        let mask = sandbox.expect_with_fd(&FromInit::Ready)?;
+        sandbox.mask = MaskReader::new(mask)?;
         Ok(sandbox)
     }
 }
@@ -602,16 +636,25 @@ fn sealed_memfd(name: &str, value: &[u8]) -> Result<OwnedFd, SandboxError> {
     Ok(fd)
 }
 
-/// Reads what is available now; `false` at end of file.
+/// Reads what is available now; `false` at end of file. The mask channel
+/// is read after each chunk and before it is delivered: whatever the job
+/// registered before writing that chunk is then already known.
 fn read_available(
     fd: &OwnedFd,
     chunk: &mut [u8],
+    mask: &mut MaskReader,
     on_output: &mut dyn FnMut(Output<'_>),
 ) -> Result<bool, SandboxError> {
     loop {
         match rustix::io::read(fd, &mut *chunk) {
-            Ok(0) => return Ok(false),
-            Ok(n) => on_output(Output::Data(chunk.get(..n).unwrap_or_default())),
+            Ok(0) => {
+                mask.read(on_output);
+                return Ok(false);
+            }
+            Ok(n) => {
+                mask.read(on_output);
+                on_output(Output::Data(chunk.get(..n).unwrap_or_default()));
+            }
             Err(Errno::AGAIN) => return Ok(true),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(SandboxError::io("read the command's output", e)),
@@ -621,8 +664,104 @@ fn read_available(
 
 /// Takes whatever is buffered in the pipe, ignoring errors (best effort at
 /// the end of a command).
-fn drain(fd: &OwnedFd, chunk: &mut [u8], on_output: &mut dyn FnMut(Output<'_>)) {
-    let _ = read_available(fd, chunk, on_output);
+fn drain(
+    fd: &OwnedFd,
+    chunk: &mut [u8],
+    mask: &mut MaskReader,
+    on_output: &mut dyn FnMut(Output<'_>),
+) {
+    let _ = read_available(fd, chunk, mask, on_output);
+}
+
+/// The longest line the mask channel buffers; a longer one is delivered in
+/// pieces of this size (and refused by the redactor's size limit).
+const MAX_MASK_LINE: usize = 64 * 1024;
+
+/// Reads the job's mask channel (a FIFO, non-blocking) and splits it into
+/// lines. A line ends at a line break, or when no writer has the FIFO open
+/// any more (a value written without a line break, then closed).
+#[derive(Debug, Default)]
+struct MaskReader {
+    fd: Option<OwnedFd>,
+    /// The line read so far: part of a value to mask.
+    line: Zeroizing<Vec<u8>>,
+}
+
+impl MaskReader {
+    /// Takes the read end the init sent with `Ready`, if it is a FIFO (the
+    /// init is not trusted with handing over anything else).
+    fn new(fd: Option<OwnedFd>) -> Result<MaskReader, SandboxError> {
+        let Some(fd) = fd else {
+            return Err(SandboxError::Protocol(
+                "the sandbox init sent no mask channel".into(),
+            ));
+        };
+        let stat =
+            rustix::fs::fstat(&fd).map_err(|e| SandboxError::io("stat the mask channel", e))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Fifo {
+            return Err(SandboxError::Protocol(
+                "the sandbox init sent a mask channel that is not a FIFO".into(),
+            ));
+        }
+        rustix::fs::fcntl_setfl(
+            &fd,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+        )
+        .map_err(|e| SandboxError::io("make the mask channel non-blocking", e))?;
+        Ok(MaskReader {
+            fd: Some(fd),
+            line: Zeroizing::new(Vec::new()),
+        })
+    }
+
+    /// Delivers every line written so far as [`Output::Mask`]. Never blocks.
+    fn read(&mut self, on_output: &mut dyn FnMut(Output<'_>)) {
+        let Some(fd) = &self.fd else { return };
+        let mut buf = Zeroizing::new([0u8; 4096]);
+        loop {
+            match rustix::io::read(fd, &mut *buf) {
+                Ok(0) => {
+                    // No writer: a value left without its line break is
+                    // complete.
+                    deliver_mask(&mut self.line, on_output);
+                    return;
+                }
+                Ok(n) => {
+                    for &b in buf.get(..n).unwrap_or_default() {
+                        if b == b'\n' {
+                            deliver_mask(&mut self.line, on_output);
+                        } else {
+                            if self.line.len() == MAX_MASK_LINE {
+                                deliver_mask(&mut self.line, on_output);
+                            }
+                            // Never reallocate: a moved buffer would leave
+                            // a copy of the value behind, unzeroed.
+                            if self.line.capacity() == 0 {
+                                self.line.reserve_exact(MAX_MASK_LINE);
+                            }
+                            self.line.push(b);
+                        }
+                    }
+                }
+                Err(Errno::INTR) => continue,
+                // AGAIN (a writer is still there), or the channel broke: a
+                // partial value waits for its end.
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Delivers one registered value (without a trailing `\r`) and clears it.
+fn deliver_mask(line: &mut Vec<u8>, on_output: &mut dyn FnMut(Output<'_>)) {
+    let value = match line.split_last() {
+        Some((b'\r', rest)) => rest,
+        _ => &line[..],
+    };
+    if !value.is_empty() {
+        on_output(Output::Mask(value));
+    }
+    line.clear();
 }
 
 fn write_id_maps(pid: Pid, ids: IdMode) -> Result<(), SandboxError> {
