@@ -149,7 +149,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let home = home::resolve(cli.home)?;
     match cli.command {
         Command::Validate { file } => validate(&file),
-        Command::Doctor { json } => doctor(json),
+        Command::Doctor { json } => doctor(&home, json),
         Command::Run {
             file,
             jobs,
@@ -203,18 +203,52 @@ fn open_store(home: &Path) -> Result<state::Store> {
     Ok(store)
 }
 
-fn doctor(json: bool) -> Result<i32> {
-    let checks = sandbox::doctor::checks();
+/// One line of `airlock doctor`.
+#[derive(serde::Serialize)]
+struct DoctorLine {
+    layer: String,
+    /// The layer is there (warnings never fail the check).
+    ok: bool,
+    /// Something the operator should act on, though jobs still run.
+    warning: bool,
+    detail: String,
+}
+
+fn doctor(home: &Path, json: bool) -> Result<i32> {
+    let mut lines: Vec<DoctorLine> = sandbox::doctor::checks()
+        .into_iter()
+        .map(|c| DoctorLine {
+            layer: c.layer.to_string(),
+            ok: c.ok,
+            warning: false,
+            detail: c.detail,
+        })
+        .collect();
+    let all_ok = lines.iter().all(|c| c.ok);
+    lines.extend(
+        secrets_cmd::stale_warnings(home)
+            .into_iter()
+            .map(|detail| DoctorLine {
+                layer: "secrets".into(),
+                ok: true,
+                warning: true,
+                detail,
+            }),
+    );
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&checks)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&lines)?)?;
     } else {
-        for c in &checks {
-            let verdict = if c.ok { "ok" } else { "MISSING" };
+        for c in &lines {
+            let verdict = match (c.ok, c.warning) {
+                (false, _) => "MISSING",
+                (true, true) => "WARNING",
+                (true, false) => "ok",
+            };
             writeln!(out, "{:<12} {:<7} {}", c.layer, verdict, c.detail)?;
         }
     }
-    Ok(if checks.iter().all(|c| c.ok) {
+    Ok(if all_ok {
         exit::EXIT_OK
     } else {
         exit::EXIT_REFUSED

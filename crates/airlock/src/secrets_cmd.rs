@@ -297,6 +297,33 @@ fn echo_off(stdin: &std::io::Stdin) -> Option<rustix::termios::Termios> {
     Some(saved)
 }
 
+/// Warnings about stored secrets for `airlock doctor`: each secret older
+/// than its max age, or why the store could not be read. Nothing when
+/// there is no store yet.
+pub fn stale_warnings(home: &Path) -> Vec<String> {
+    if !home.join(secrets::DB_FILE).exists() {
+        return Vec::new();
+    }
+    let list = SecretStore::open(home, key_source(None)).and_then(|store| store.list());
+    match list {
+        Ok(list) => list
+            .iter()
+            .filter(|s| s.stale)
+            .map(|s| {
+                format!(
+                    "secret {} (version {}) is {} old, past its max age of {}: rotate it with `airlock secrets rotate {}`",
+                    s.name,
+                    s.version,
+                    age(s.age),
+                    s.max_age.map(age).unwrap_or_default(),
+                    s.name
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!("cannot read the secret store: {e}")],
+    }
+}
+
 fn age(d: Duration) -> String {
     let s = d.as_secs();
     match s {

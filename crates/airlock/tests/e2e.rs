@@ -656,6 +656,58 @@ e2e!(doctor_reports_every_layer, |w| {
     );
 });
 
+e2e!(doctor_warns_about_stale_secrets, |w| {
+    let fresh = w.airlock(&["doctor", "--json"]);
+    let mut child = w
+        .command(&[
+            "secrets",
+            "set",
+            "OLD_TOKEN",
+            "--scope",
+            "x/*",
+            "--max-age",
+            "1s",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"old-token-value")
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = w.airlock(&["doctor", "--json"]);
+    // A warning, not a missing layer: the exit code does not change.
+    assert_eq!(r.code, fresh.code, "{}", r.stdout);
+    let lines: Value = serde_json::from_str(&r.stdout).unwrap();
+    let warnings: Vec<&Value> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["warning"] == true)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", r.stdout);
+    assert_eq!(warnings[0]["layer"], "secrets");
+    let detail = warnings[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("secret OLD_TOKEN (version 1)"), "{detail}");
+    assert!(detail.contains("past its max age of 1s"), "{detail}");
+    let text = w.airlock(&["doctor"]);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("secrets") && l.contains("WARNING") && l.contains("OLD_TOKEN")),
+        "{}",
+        text.stdout
+    );
+    assert!(!text.stdout.contains("old-token-value"));
+});
+
 e2e!(every_malformed_pipeline_exits_2_with_its_position, |w| {
     // The exact line:col of each file is asserted by the spec crate's
     // table (crates/spec/tests/malformed.rs); here the binary must turn
