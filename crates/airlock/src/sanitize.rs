@@ -8,8 +8,21 @@
 
 /// Returns `line` fit for a terminal.
 pub fn for_terminal(line: &[u8], keep_colour: bool) -> String {
+    let mut out = String::new();
+    push_for_terminal(line, keep_colour, &mut out);
+    out
+}
+
+/// Appends `line`, made fit for a terminal, to `out`.
+pub fn push_for_terminal(line: &[u8], keep_colour: bool, out: &mut String) {
+    // Most output is printable text: take it as it is.
+    if let Ok(text) = std::str::from_utf8(line) {
+        if !any_needs_care(line) && !has_c1_control(text) {
+            out.push_str(text);
+            return;
+        }
+    }
     let text = String::from_utf8_lossy(line);
-    let mut out = String::with_capacity(text.len());
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         if c == '\x1b' && keep_colour {
@@ -27,7 +40,28 @@ pub fn for_terminal(line: &[u8], keep_colour: bool) -> String {
             out.push_str(&c.escape_default().to_string().replace("\\u{1b}", "\\x1b"));
         }
     }
-    out
+}
+
+/// A byte that may be (part of) a character [`for_terminal`] must escape:
+/// a C0 control other than tab, or DEL.
+fn needs_care(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// Whether any byte [`needs_care`], in a loop the compiler vectorises (no
+/// early exit inside a block).
+fn any_needs_care(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(32)
+        .any(|block| block.iter().fold(false, |acc, &b| acc | needs_care(b)))
+}
+
+/// Whether `text` holds a C1 control character (U+0080..U+009F, encoded
+/// as 0xC2 0x80..0x9F), which some terminals obey like ESC sequences.
+fn has_c1_control(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    memchr::memchr_iter(0xc2, bytes)
+        .any(|i| bytes.get(i + 1).is_some_and(|b| (0x80..=0x9f).contains(b)))
 }
 
 /// Length of an SGR sequence at the start of `s`, if there is one.
@@ -62,6 +96,13 @@ mod tests {
         );
         assert_eq!(for_terminal(b"a\x1b[2Jb\rc", true), "a\\x1b[2Jb\\rc");
         assert_eq!(for_terminal(b"tab\there", true), "tab\there");
+    }
+
+    #[test]
+    fn c1_controls_and_del_are_escaped() {
+        assert_eq!(for_terminal("a\u{9b}2Jb".as_bytes(), true), "a\\u{9b}2Jb");
+        assert_eq!(for_terminal(b"a\x7fb", true), "a\\u{7f}b");
+        assert_eq!(for_terminal("plain é ✓".as_bytes(), true), "plain é ✓");
     }
 
     #[test]

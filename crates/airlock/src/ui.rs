@@ -5,13 +5,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine::{Event, RunReport, Subscriber};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use state::Status;
 
-use crate::sanitize::for_terminal;
+use crate::sanitize::{for_terminal, push_for_terminal};
 
 /// Where the live display goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +32,22 @@ pub struct Terminal {
     running: Mutex<BTreeSet<String>>,
     /// The step each job is in (1-based), for the line prefix.
     steps: Mutex<HashMap<String, usize>>,
-    write_lock: Mutex<()>,
+    /// Job output lines not shown yet, and when the first of them came.
+    /// A chatty job would otherwise cost a write(2) per line.
+    pending: Mutex<Pending>,
 }
+
+#[derive(Default)]
+struct Pending {
+    text: String,
+    since: Option<Instant>,
+}
+
+/// Output lines are shown at the latest this long after they arrive (or
+/// when the job pauses, or a step ends)...
+const MAX_DELAY: Duration = Duration::from_millis(50);
+/// ...or as soon as this much is waiting.
+const MAX_PENDING: usize = 64 * 1024;
 
 const COLOURS: [&str; 6] = ["36", "35", "33", "32", "34", "91"];
 
@@ -65,7 +79,7 @@ impl Terminal {
             bar,
             running: Mutex::new(BTreeSet::new()),
             steps: Mutex::new(HashMap::new()),
-            write_lock: Mutex::new(()),
+            pending: Mutex::new(Pending::default()),
         }
     }
 
@@ -90,18 +104,34 @@ impl Terminal {
         self.print(&line);
     }
 
+    /// Shows `line` now, after any output lines still pending.
     fn print(&self, line: &str) {
-        if let Some(bar) = &self.bar {
-            bar.println(line);
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        pending.text.push_str(line);
+        pending.text.push('\n');
+        self.write_out(&mut pending);
+    }
+
+    /// Writes what is pending (under the lock, so lines of different jobs
+    /// never interleave within a line).
+    fn write_out(&self, pending: &mut Pending) {
+        pending.since = None;
+        if pending.text.is_empty() {
             return;
         }
-        let _guard = self.write_lock.lock();
-        // A closed pipe (e.g. `airlock run | head`) is not a reason to stop
-        // the run; the output is in the log files anyway.
-        let _ = match self.stream {
-            Stream::Stdout => writeln!(std::io::stdout().lock(), "{line}"),
-            Stream::Stderr => writeln!(std::io::stderr().lock(), "{line}"),
-        };
+        if let Some(bar) = &self.bar {
+            bar.println(pending.text.trim_end_matches('\n'));
+        } else {
+            // A closed pipe (e.g. `airlock run | head`) is not a reason to
+            // stop the run; the output is in the log files anyway.
+            let _ = match self.stream {
+                Stream::Stdout => std::io::stdout().lock().write_all(pending.text.as_bytes()),
+                Stream::Stderr => std::io::stderr().lock().write_all(pending.text.as_bytes()),
+            };
+        }
+        pending.text.clear();
     }
 
     fn update_status(&self) {
@@ -218,7 +248,24 @@ impl Subscriber for Terminal {
     }
 
     fn output(&self, job: &str, line: &[u8], _partial: bool) {
-        self.line(job, &for_terminal(line, self.tty));
+        let prefix = self.prefix(job);
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        pending.text.push_str(&prefix);
+        pending.text.push(' ');
+        push_for_terminal(line, self.tty, &mut pending.text);
+        pending.text.push('\n');
+        let since = *pending.since.get_or_insert_with(Instant::now);
+        if pending.text.len() >= MAX_PENDING || since.elapsed() >= MAX_DELAY {
+            self.write_out(&mut pending);
+        }
+    }
+
+    fn flush(&self) {
+        if let Ok(mut pending) = self.pending.lock() {
+            self.write_out(&mut pending);
+        }
     }
 }
 

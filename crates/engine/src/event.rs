@@ -149,6 +149,9 @@ pub trait Subscriber: Send + Sync {
     /// A job wrote a line (without its newline; `partial` when the job has
     /// not finished the line yet and it was flushed to keep output live).
     fn output(&self, _job: &str, _line: &[u8], _partial: bool) {}
+    /// The job's output paused (an idle tick, or a step ended): a
+    /// subscriber that batches output lines shows what it holds now.
+    fn flush(&self) {}
 }
 
 /// Hands every event to every subscriber, in order.
@@ -167,6 +170,13 @@ impl<'a> Bus<'a> {
     pub fn emit(&self, event: Event) {
         for s in &self.subscribers {
             s.event(&event);
+        }
+    }
+
+    /// Tells every subscriber that output paused.
+    pub fn flush(&self) {
+        for s in &self.subscribers {
+            s.flush();
         }
     }
 

@@ -295,6 +295,7 @@ fn run_steps(
                     clean.clear();
                 }
                 lines.idle(&mut emit);
+                ctx.bus.flush();
             }
         });
         if let Some(r) = redactor.as_mut() {
@@ -302,6 +303,7 @@ fn run_steps(
             lines.push(&clean, &mut emit);
         }
         lines.finish(&mut emit);
+        ctx.bus.flush();
 
         let (mut status, exit_code, mut reason) = match result {
             Ok(CommandOutcome::Exited(0)) => (Status::Success, Some(0), None),

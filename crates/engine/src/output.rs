@@ -17,7 +17,7 @@ pub struct Lines {
 impl Lines {
     /// Feeds bytes; calls `emit(line, partial)` for each line ready.
     pub fn push(&mut self, mut data: &[u8], emit: &mut dyn FnMut(&[u8], bool)) {
-        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', data) {
             let (line, rest) = data.split_at(nl);
             if self.buf.is_empty() {
                 emit(strip_cr(line), false);
