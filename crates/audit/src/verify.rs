@@ -278,17 +278,109 @@ pub fn verify_with_witnesses(
         path: path.clone(),
         source,
     };
-    match File::open(&path) {
-        Ok(file) => {
-            let mut reader = LineReader::new(file, 0);
-            while let Some(line) = reader.next_line().map_err(io_err)? {
-                stream.entry(line.bytes, line.terminated);
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+    let file = match File::open(&path) {
+        Ok(file) => Some(file),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(io_err(e)),
-    }
+    };
+    // This thread reads blocks of lines and hashes and parses them (split
+    // across the CPUs); a second thread builds the tree and runs the
+    // checks in order, overlapping with the next block.
+    let stream = std::thread::scope(|s| -> Result<Stream<'_>, VerifyError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<LineFacts>>(2);
+        let consumer = s.spawn(move || {
+            for batch in rx {
+                for (hash, fields) in batch {
+                    stream.entry(hash, fields);
+                }
+            }
+            stream
+        });
+        if let Some(file) = file {
+            let mut reader = LineReader::new(file, 0);
+            let mut block = Block::default();
+            while let Some(line) = reader.next_line().map_err(io_err)? {
+                block.push(line.bytes, line.terminated);
+                if block.bytes.len() >= BLOCK_BYTES && tx.send(block.compute()).is_err() {
+                    break;
+                }
+            }
+            // A send fails only if the consumer panicked; join says so.
+            let _ = tx.send(block.compute());
+        }
+        drop(tx);
+        Ok(consumer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    })?;
     Ok(stream.finish(valid))
+}
+
+/// Lines are hashed and parsed in blocks of about this many bytes, split
+/// across the CPUs; the tree and the checks then run in order.
+const BLOCK_BYTES: usize = 2 << 20;
+
+/// A line's leaf hash and log fields.
+type LineFacts = (Hash, Result<Fields, String>);
+
+/// A block of lines, copied out of the reader.
+#[derive(Default)]
+struct Block {
+    bytes: Vec<u8>,
+    /// (end offset in `bytes`, terminated) of each line.
+    lines: Vec<(usize, bool)>,
+}
+
+impl Block {
+    fn push(&mut self, line: &[u8], terminated: bool) {
+        self.bytes.extend_from_slice(line);
+        self.lines.push((self.bytes.len(), terminated));
+    }
+
+    /// Hashes and parses the block's lines in parallel and empties the
+    /// block.
+    fn compute(&mut self) -> Vec<LineFacts> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let per = self.lines.len().div_ceil(threads).max(1);
+        let bytes = &self.bytes;
+        let work = |from: usize, lines: &[(usize, bool)]| -> Vec<LineFacts> {
+            let mut start = from;
+            lines
+                .iter()
+                .map(|&(end, terminated)| {
+                    let line = &bytes[start..end];
+                    start = end;
+                    (leaf_hash(line), parse_line(line, terminated))
+                })
+                .collect()
+        };
+        let results: Vec<Vec<LineFacts>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .lines
+                .chunks(per)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let from = if i == 0 { 0 } else { self.lines[i * per - 1].0 };
+                    s.spawn(move || work(from, chunk))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        self.bytes.clear();
+        self.lines.clear();
+        results.into_iter().flatten().collect()
+    }
+}
+
+fn parse_line(line: &[u8], terminated: bool) -> Result<Fields, String> {
+    if terminated {
+        entry::parse_fields(line)
+    } else {
+        Err("torn line (no newline at the end)".to_owned())
+    }
 }
 
 /// A validly signed checkpoint.
@@ -399,18 +491,12 @@ struct Stream<'a> {
 }
 
 impl Stream<'_> {
-    fn entry(&mut self, line: &[u8], terminated: bool) {
-        let hash = leaf_hash(line);
+    fn entry(&mut self, hash: Hash, fields: Result<Fields, String>) {
         self.frontier.push(hash);
         if self.local.is_some() {
             self.check_checkpoints(hash);
             return;
         }
-        let fields = if terminated {
-            entry::parse_fields(line)
-        } else {
-            Err("torn line (no newline at the end)".to_owned())
-        };
         self.window.push_back(Facts {
             hash,
             fields,
