@@ -1,6 +1,7 @@
 //! `airlock`: a secure CI/CD job runner. This binary is thin: it parses the
 //! command line, wires the crates together and maps errors to exit codes.
 
+mod audit_cmd;
 mod exit;
 mod home;
 mod runs;
@@ -114,6 +115,12 @@ enum Command {
         /// RUN or RUN/JOB.
         target: String,
     },
+    /// The tamper-evident audit log: verify it, show it, prove an entry is
+    /// in it, sign a checkpoint for a witness.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -169,36 +176,85 @@ fn dispatch(cli: Cli) -> Result<i32> {
             },
         ),
         Command::Secrets { key_file, command } => {
-            let store = secrets_cmd::open(&home, secrets_cmd::key_source(key_file))?;
-            secrets_cmd::secrets(&store, command)
+            // Every change to the store is audited; if the audit log cannot
+            // be opened, nothing is changed.
+            let trail = audit_cmd::open_trail(&home, Arc::new(AtomicBool::new(false)))?;
+            let store = secrets_cmd::open(&home, secrets_cmd::key_source(key_file))?
+                .with_event_sink(secret_sink(&trail));
+            let code = secrets_cmd::secrets(&store, command);
+            trail.finish().context("cannot write the audit log")?;
+            code
         }
-        Command::Runs { command } => runs::runs(&open_store(&home)?, command),
-        Command::Logs { target } => runs::logs(&open_store(&home)?, &target),
+        Command::Runs { command } => runs::runs(&open_store(&home, None)?, command),
+        Command::Logs { target } => runs::logs(&open_store(&home, None)?, &target),
+        Command::Audit { command } => audit_cmd::command(&home, command),
     }
 }
 
-/// Opens the state store and marks runs whose runner died as lost.
-fn open_store(home: &Path) -> Result<state::Store> {
+/// Hands the secret store's events to the audit trail, as
+/// `secrets.KIND` entries.
+fn secret_sink(trail: &Arc<engine::AuditTrail>) -> impl Fn(&secrets::SecretEvent) + Send + Sync {
+    let trail = Arc::clone(trail);
+    move |event| {
+        let mut value = serde_json::to_value(event).unwrap_or_default();
+        let kind = value
+            .as_object_mut()
+            .and_then(|m| m.remove("event"))
+            .and_then(|k| k.as_str().map(str::to_string))
+            .unwrap_or_default();
+        trail.record(&format!("secrets.{kind}"), &value);
+    }
+}
+
+/// Opens the state store and recovers from a runner that died: its runs
+/// are marked lost, their leases revoked, half-copied artifacts and its
+/// cgroups removed. Each recovery is audited, through `trail` or, if there
+/// is none, a trail opened for it.
+fn open_store(home: &Path, trail: Option<&Arc<engine::AuditTrail>>) -> Result<state::Store> {
     let store = state::Store::open(home)
         .with_context(|| format!("cannot open the state directory {}", home.display()))?;
     let lost = store.recover_lost_runs()?;
-    for &run in &lost {
-        eprintln!("airlock: run {run} was left behind by a runner that died; marked lost");
-        remove_partial_artifacts(&store.run_dir(run));
-    }
-    revoke_leases_of(home, &lost);
     // Processes of a dead runner's jobs died with it (parent-death signal);
     // its cgroups are still there. Only root can see and remove them.
+    let mut cgroups = Vec::new();
     if rustix::process::geteuid().is_root() {
         match sandbox::cgroup::recover() {
-            Ok(removed) if !removed.is_empty() => eprintln!(
-                "airlock: removed {} cgroup(s) left by a runner that died: {}",
-                removed.len(),
-                removed.join(", ")
-            ),
-            Ok(_) => {}
+            Ok(removed) => cgroups = removed,
             Err(e) => eprintln!("airlock: warning: cannot check for leftover cgroups: {e}"),
         }
+    }
+    if lost.is_empty() && cgroups.is_empty() {
+        return Ok(store);
+    }
+    let own = match trail {
+        Some(_) => None,
+        None => Some(audit_cmd::open_trail(
+            home,
+            Arc::new(AtomicBool::new(false)),
+        )?),
+    };
+    let Some(trail) = trail.or(own.as_ref()) else {
+        return Ok(store);
+    };
+    for &run in &lost {
+        eprintln!("airlock: run {run} was left behind by a runner that died; marked lost");
+        trail.record("run_lost", &serde_json::json!({ "run": run }));
+        remove_partial_artifacts(&store.run_dir(run));
+    }
+    revoke_leases_of(home, &lost, trail);
+    if !cgroups.is_empty() {
+        eprintln!(
+            "airlock: removed {} cgroup(s) left by a runner that died: {}",
+            cgroups.len(),
+            cgroups.join(", ")
+        );
+        trail.record(
+            "cgroups_recovered",
+            &serde_json::json!({ "cgroups": cgroups }),
+        );
+    }
+    if let Some(own) = own {
+        own.finish().context("cannot write the audit log")?;
     }
     Ok(store)
 }
@@ -257,13 +313,13 @@ fn doctor(home: &Path, json: bool) -> Result<i32> {
 
 /// Revokes the secret leases of runs whose runner died (and expires any
 /// lease past its time), if there is a secret store.
-fn revoke_leases_of(home: &Path, lost: &[state::RunId]) {
+fn revoke_leases_of(home: &Path, lost: &[state::RunId], trail: &Arc<engine::AuditTrail>) {
     if !home.join(secrets::DB_FILE).exists() {
         return;
     }
     let key = secrets_cmd::key_source(None);
     let store = match secrets::SecretStore::open(home, key) {
-        Ok(store) => store,
+        Ok(store) => store.with_event_sink(secret_sink(trail)),
         Err(e) => {
             eprintln!("airlock: warning: cannot open the secret store to revoke leases: {e}");
             return;
@@ -356,12 +412,16 @@ fn run_pipeline(
 ) -> Result<i32> {
     let (jobs, json) = (flags.jobs.clone(), flags.json);
     let pipeline = spec::load(file)?;
-    let store = open_store(home)?;
+    // A run that cannot be audited does not start, and one whose audit
+    // trail breaks is cancelled (the trail raises the cancel flag).
+    let cancel = Arc::new(AtomicBool::new(false));
+    let trail = audit_cmd::open_trail(home, Arc::clone(&cancel))?;
+    let store = open_store(home, Some(&trail))?;
     // The secret store is opened only for pipelines that ask for secrets,
     // and only if it exists: a missing store means every secret is unknown.
     let wants_secrets = pipeline.jobs.iter().any(|j| !j.secrets.is_empty());
     let secret_store = if wants_secrets && home.join(secrets::DB_FILE).exists() {
-        Some(secrets_cmd::open(home, flags.key.clone())?)
+        Some(secrets_cmd::open(home, flags.key.clone())?.with_event_sink(secret_sink(&trail)))
     } else {
         None
     };
@@ -378,7 +438,6 @@ fn run_pipeline(
         .map(|j| j.id.clone())
         .collect();
 
-    let cancel = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal ends airlock at once; the sandboxes die with it
         // (parent-death signal) and the next command marks the run lost.
@@ -403,12 +462,14 @@ fn run_pipeline(
         &pipeline,
         &options,
         &store,
-        &[&terminal],
+        &[&terminal, &*trail],
         &cancel,
         spares,
         secret_store.as_ref(),
     );
     terminal.finish();
+    // Refusals (a denied secret, say) are audited too.
+    trail.finish().context("cannot write the audit log")?;
     let report = result?;
 
     let summary = ui::summary(&report, store.home());

@@ -1141,3 +1141,223 @@ fn base64_of(bytes: &[u8]) -> String {
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The kinds of the audit log's entries, in order.
+fn audit_kinds(w: &World) -> Vec<String> {
+    let r = w.airlock(&["audit", "show", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["kind"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn audit_verify(w: &World) -> Ran {
+    w.airlock(&["audit", "verify"])
+}
+
+e2e!(audit_log_records_every_kind_of_event, |w| {
+    // Store changes: set, rotate, remove.
+    set_secret(w, "AUDIT_TOKEN", "audit-token-value-1", "audited/*");
+    set_secret(w, "GONE_TOKEN", "gone-token-value-1", "audited/*");
+    let r = w.airlock(&["secrets", "rotate", "AUDIT_TOKEN", "--generate", "24"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = w.airlock(&["secrets", "rm", "GONE_TOKEN"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A run with a lease, its revocation, a mask added and one refused, a
+    // failed job and a skipped dependant.
+    let file = w.pipeline(
+        "audited.yml",
+        r#"version: 1
+name: audited
+jobs:
+  a:
+    secrets: [AUDIT_TOKEN]
+    steps:
+      - run: |
+          echo "registered-$((40 + 2))-value" > /run/airlock/mask
+          echo "abc" > /run/airlock/mask
+          exit 1
+  b:
+    needs: [a]
+    steps: ["true"]
+"#,
+    );
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    // A denial: a job outside the secret's scope (exit 2, nothing runs).
+    let denied = w.pipeline(
+        "denied.yml",
+        "version: 1\nname: other\njobs:\n  x:\n    secrets: [AUDIT_TOKEN]\n    steps: [\"true\"]\n",
+    );
+    assert_eq!(w.airlock(&["run", denied.to_str().unwrap()]).code, 2);
+    // Crash recovery: a runner killed mid-job, then a torn write at the
+    // log's end (as a crash mid-append leaves it).
+    let crash = w.pipeline(
+        "crash.yml",
+        "version: 1\nname: audited\njobs:\n  hold:\n    secrets: [AUDIT_TOKEN]\n    steps: [\"sleep 310987.5\"]\n",
+    );
+    kill_runner_mid_job(w, &crash, "310987.5");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(w.home.path().join("audit/entries.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"index\":99,\"kind\":\"tor").unwrap();
+    }
+    let r = w.airlock(&["runs", "list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("torn write"), "{}", r.stderr);
+
+    let kinds = audit_kinds(w);
+    for want in [
+        "audit_key_created",
+        "secrets.set",
+        "secrets.rotated",
+        "secrets.removed",
+        "run_started",
+        "job_started",
+        "sandbox_ready",
+        "secrets.leased",
+        "secret_leased",
+        "mask_added",
+        "mask_refused",
+        "step_started",
+        "step_finished",
+        "job_finished",
+        "secrets.revoked",
+        "secret_revoked",
+        "job_skipped",
+        "run_finished",
+        "secrets.denied",
+        "run_lost",
+        "cgroups_recovered",
+        "audit_recovered",
+    ] {
+        assert!(kinds.iter().any(|k| k == want), "{want} missing: {kinds:?}");
+    }
+    // The layers in force are recorded with each sandbox.
+    let show = w.airlock(&["audit", "show", "--json"]).stdout;
+    let ready = show
+        .lines()
+        .find(|l| l.contains("\"sandbox_ready\""))
+        .unwrap();
+    assert!(
+        ready.contains("\"seccomp\"") && ready.contains("\"landlock\""),
+        "{ready}"
+    );
+    // Never a value.
+    assert!(!show.contains("audit-token-value-1"), "{show}");
+    assert!(!show.contains("registered-42-value"), "{show}");
+    let r = audit_verify(w);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+});
+
+e2e!(audit_verify_names_the_first_tampered_entry, |w| {
+    let file = w.pipeline(
+        "t.yml",
+        "version: 1\njobs:\n  a:\n    steps: [\"true\", \"true\"]\n",
+    );
+    assert_eq!(w.airlock(&["run", file.to_str().unwrap()]).code, 0);
+    assert_eq!(w.airlock(&["run", file.to_str().unwrap()]).code, 0);
+    let r = audit_verify(w);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let path = w.home.path().join("audit/entries.jsonl");
+    let original = std::fs::read_to_string(&path).unwrap();
+    // One character of entry 5 ("success" -> "succesS", or a name).
+    let lines: Vec<&str> = original.lines().collect();
+    let edited: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 5 {
+                l.replacen("\"job\":\"a\"", "\"job\":\"b\"", 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_ne!(edited[5], lines[5]);
+    std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    let r = audit_verify(w);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("FAILED at entry 5"), "{}", r.stdout);
+    let json: Value =
+        serde_json::from_str(&w.airlock(&["audit", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(json["first_bad"]["index"], 5, "{json}");
+    // An entry deleted.
+    let mut fewer = lines.clone();
+    fewer.remove(3);
+    std::fs::write(&path, fewer.join("\n") + "\n").unwrap();
+    let r = audit_verify(w);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("FAILED at entry 3"), "{}", r.stdout);
+    std::fs::write(&path, &original).unwrap();
+    assert_eq!(audit_verify(w).code, 0);
+});
+
+e2e!(audit_proofs_and_checkpoints_verify_offline, |w| {
+    let file = w.pipeline("p.yml", "version: 1\njobs:\n  a:\n    steps: [\"true\"]\n");
+    assert_eq!(w.airlock(&["run", file.to_str().unwrap()]).code, 0);
+    let old = w.files.path().join("old.note");
+    let r = w.airlock(&["audit", "checkpoint"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("\n\n— airlock.audit/"), "{}", r.stdout);
+    std::fs::write(&old, &r.stdout).unwrap();
+    assert_eq!(w.airlock(&["run", file.to_str().unwrap()]).code, 0);
+    let new = w.files.path().join("new.note");
+    std::fs::write(&new, w.airlock(&["audit", "checkpoint"]).stdout).unwrap();
+    // The old checkpoint, kept as a witness, is still part of the log.
+    let r = w.airlock(&["audit", "verify", "--witness", old.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    // Inclusion: the bundle verifies offline, with the pinned key only.
+    let pinned = w.files.path().join("audit.pub");
+    std::fs::copy(w.home.path().join("keys/audit.pub"), &pinned).unwrap();
+    let bundle = w.files.path().join("bundle.json");
+    let r = w.airlock(&["audit", "prove", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::write(&bundle, &r.stdout).unwrap();
+    let check = |path: &Path| {
+        w.airlock(&[
+            "audit",
+            "verify",
+            "--proof",
+            path.to_str().unwrap(),
+            "--key",
+            pinned.to_str().unwrap(),
+        ])
+    };
+    let r = check(&bundle);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("ok: entry 2 is in the log"),
+        "{}",
+        r.stdout
+    );
+    let mut forged: Value =
+        serde_json::from_str(&std::fs::read_to_string(&bundle).unwrap()).unwrap();
+    forged["entry"] = Value::String(forged["entry"].as_str().unwrap().replacen(
+        "\"job\":\"a\"",
+        "\"job\":\"z\"",
+        1,
+    ));
+    std::fs::write(&bundle, forged.to_string()).unwrap();
+    assert_eq!(check(&bundle).code, 1);
+
+    // Consistency between the two checkpoints.
+    let r = w.airlock(&[
+        "audit",
+        "consistency",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let proof = w.files.path().join("consistency.json");
+    std::fs::write(&proof, &r.stdout).unwrap();
+    assert_eq!(check(&proof).code, 0);
+});

@@ -34,6 +34,9 @@ pub enum Event {
     SandboxReady {
         /// Job id.
         job: String,
+        /// The isolation layers in force (seccomp, landlock, capabilities,
+        /// rlimits, proc_masking, cgroup).
+        layers: Vec<String>,
         /// Time to create it.
         #[serde(with = "millis")]
         took: Duration,

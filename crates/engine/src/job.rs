@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use redact::Redactor;
 use sandbox::cgroup::{Events, Limits};
-use sandbox::{CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxError, SecretFile};
+use sandbox::{
+    CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxConfig, SandboxError, SecretFile,
+};
 use secrets::{Lease, SecretStore};
 use state::Status;
 use zeroize::Zeroizing;
@@ -191,6 +193,7 @@ fn run_with_secrets(
     };
     ctx.bus.emit(Event::SandboxReady {
         job: plan.id.clone(),
+        layers: layer_names(&config),
         took: started.elapsed(),
     });
     if let Ok(killer) = sandbox.killer() {
@@ -365,6 +368,23 @@ fn run_steps(
         reason: None,
         refused: false,
     }
+}
+
+/// The names of the isolation layers a sandbox made with `config` has.
+fn layer_names(config: &SandboxConfig) -> Vec<String> {
+    let l = config.layers;
+    [
+        ("seccomp", l.seccomp),
+        ("landlock", l.landlock),
+        ("capabilities", l.capabilities),
+        ("rlimits", l.rlimits),
+        ("proc_masking", l.proc_masking),
+        ("cgroup", config.cgroup.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| name.to_string())
+    .collect()
 }
 
 /// Most values a job may register for masking: each one rebuilds the

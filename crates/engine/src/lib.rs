@@ -5,6 +5,7 @@
 //! output bytes -> lines -> subscribers (run record, log files, terminal).
 #![deny(missing_docs)]
 
+pub mod audit;
 mod error;
 mod event;
 mod job;
@@ -14,6 +15,7 @@ mod record;
 mod run;
 mod spares;
 
+pub use audit::AuditTrail;
 pub use error::{EngineError, Refusal};
 pub use event::{Bus, Event, Subscriber};
 pub use job::JobOutcome;
