@@ -544,6 +544,20 @@ e2e!(demo_runs_rootless_as_an_unprivileged_user, |w| {
             .starts_with("cgroups:"),
         "{show}"
     );
+    // The audit log records the degraded layer, and the sandboxes' layers
+    // without a cgroup.
+    let audit = as_nobody(&["audit", "show", "--json"]).stdout;
+    let started = audit
+        .lines()
+        .find(|l| l.contains("\"run_started\"") && l.contains("\"run\":1"))
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert!(started.contains("\"degraded\":[\"cgroups:"), "{started}");
+    let ready = audit
+        .lines()
+        .find(|l| l.contains("\"sandbox_ready\""))
+        .unwrap();
+    assert!(!ready.contains("\"cgroup\""), "{ready}");
+    assert_eq!(as_nobody(&["audit", "verify"]).code, 0);
 });
 
 const NOBODY: u32 = 65534;
