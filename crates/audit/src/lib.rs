@@ -22,6 +22,7 @@ pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod proof;
+mod scan;
 pub mod show;
 pub mod time;
 pub mod verify;
