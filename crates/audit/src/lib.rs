@@ -13,6 +13,7 @@
 //! - [`show`]: reading entries back.
 
 pub mod checkpoint;
+mod encode;
 pub mod entry;
 mod fs;
 pub mod hex;
