@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Audit log benchmark: durable append throughput with group commit
-# (8 threads, ~300-byte events, fdatasync on), verification speed over
-# 1M entries, and proof sizes. Goals: >= 100k events/s appended,
-# >= 1M entries/s verified.
+# (8 threads, ~300-byte events, fdatasync on), the engine's shape (one
+# producer, one writer thread appending what is queued), verification
+# speed over 1M entries (5 runs, median), and proof sizes. Each part also
+# prints CPU time per event, steadier than rates on a shared machine.
+# Goals: >= 100k events/s appended, >= 1M entries/s verified.
 #
 # Usage: benches/audit.sh [audit_bench flags...]
+#        e.g. --parts verify (append1,append,pipeline,verify,proof)
 # Environment: DIR (where the logs go; must be a real disk, not tmpfs)
 #              [default: target/bench/audit], OUT [target/bench/audit].
 set -euo pipefail

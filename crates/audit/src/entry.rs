@@ -28,17 +28,18 @@ pub const KIND: &str = "kind";
 /// The `prev` of entry 0: no previous entry.
 pub(crate) const NO_PREV: Hash = [0; 32];
 
-/// The fields of an entry the log checks.
-#[derive(Deserialize)]
-struct Head<'a> {
-    index: u64,
+/// The fields of an entry the log checks, as serde_json reads them.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Head<'a> {
+    pub(crate) index: u64,
     #[serde(borrow)]
-    kind: Cow<'a, str>,
+    pub(crate) kind: Cow<'a, str>,
     #[serde(borrow)]
-    prev: Cow<'a, str>,
+    pub(crate) prev: Cow<'a, str>,
+    /// Only its being a string is checked; the tests read it.
     #[serde(borrow)]
     #[allow(dead_code)]
-    time: Cow<'a, str>,
+    pub(crate) time: Cow<'a, str>,
 }
 
 /// What the log's fields of one line say.
@@ -51,19 +52,27 @@ pub(crate) struct Fields {
 }
 
 /// Reads a line's log fields; `Err` says why the line is not an entry.
+///
+/// Lines in the log's own compact form take a fast path
+/// ([`crate::scan`]); anything else, and every malformed line, is read by
+/// serde_json, which has the last word.
 pub(crate) fn parse_fields(line: &[u8]) -> Result<Fields, String> {
+    if let Some(head) = crate::scan::scan(line) {
+        return check(head.index, head.kind, head.prev);
+    }
     let head: Head<'_> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-    if head.kind.is_empty() {
+    check(head.index, &head.kind, &head.prev)
+}
+
+fn check(index: u64, kind: &str, prev: &str) -> Result<Fields, String> {
+    if kind.is_empty() {
         return Err("empty \"kind\"".to_owned());
     }
-    let prev = if head.prev.is_empty() {
+    let prev = if prev.is_empty() {
         NO_PREV
     } else {
-        crate::hex::decode_array::<32>(head.prev.as_bytes())
+        crate::hex::decode_array::<32>(prev.as_bytes())
             .ok_or_else(|| "\"prev\" is not 64 hex digits".to_owned())?
     };
-    Ok(Fields {
-        index: head.index,
-        prev,
-    })
+    Ok(Fields { index, prev })
 }

@@ -17,21 +17,35 @@ pub fn decode_array<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
     if text.len() != N * 2 {
         return None;
     }
+    // Table look-ups without a branch per digit (the verifier decodes a
+    // hash per entry): an invalid digit maps to 0xff, whose high bits
+    // survive the OR of all of them.
     let mut out = [0_u8; N];
+    let mut bad = 0_u8;
     for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        *o = value(pair[0])? << 4 | value(pair[1])?;
+        let (hi, lo) = (VALUES[usize::from(pair[0])], VALUES[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = hi << 4 | lo;
     }
-    Some(out)
+    (bad & 0xf0 == 0).then_some(out)
 }
 
-fn value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
+/// Each byte's value as a hex digit, 0xff for a non-digit.
+static VALUES: [u8; 256] = {
+    let mut table = [0xff_u8; 256];
+    let mut i: u8 = 0;
+    while i < 10 {
+        table[(b'0' + i) as usize] = i;
+        i += 1;
     }
-}
+    let mut i: u8 = 0;
+    while i < 6 {
+        table[(b'a' + i) as usize] = 10 + i;
+        table[(b'A' + i) as usize] = 10 + i;
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -42,5 +56,9 @@ mod tests {
         assert_eq!(super::decode_array::<4>(b"0001ABff"), Some(bytes));
         assert_eq!(super::decode_array::<4>(b"0001abf"), None);
         assert_eq!(super::decode_array::<4>(b"0001abfg"), None);
+        assert_eq!(super::decode_array::<1>(b"fF"), Some([0xff]));
+        for bad in [b"/0", b"0:", b"@0", b"G0", b"`0", b"g0", b"\xff0"] {
+            assert_eq!(super::decode_array::<1>(&bad[..2]), None, "{bad:?}");
+        }
     }
 }

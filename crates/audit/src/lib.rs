@@ -13,6 +13,7 @@
 //! - [`show`]: reading entries back.
 
 pub mod checkpoint;
+mod encode;
 pub mod entry;
 mod fs;
 pub mod hex;
@@ -22,6 +23,7 @@ pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod proof;
+mod scan;
 pub mod show;
 pub mod time;
 pub mod verify;

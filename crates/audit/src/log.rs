@@ -23,7 +23,10 @@
 //! becomes one, takes every queued batch, writes them with one `write` and
 //! one `fdatasync`, posts each caller's index range and wakes them. Callers
 //! that queue while a leader is syncing are carried by the next leader, so
-//! the more callers wait, the bigger each batch. No thread is spawned.
+//! the more callers wait, the bigger each batch. Callers check and
+//! serialize their entries before queuing, on their own threads, so the
+//! leader only adds the log's fields, hashes and writes. No thread is
+//! spawned.
 //!
 //! # Several processes
 //!
@@ -67,6 +70,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use serde_json::{Map, Value};
 
 use crate::checkpoint::Checkpoint;
+use crate::encode::Encoded;
 use crate::entry::{self, NO_PREV};
 use crate::key::AuditKey;
 use crate::lines::LineReader;
@@ -82,6 +86,8 @@ pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
 pub const LOCK_FILE: &str = "lock";
 /// The kind of the entry the log appends after cutting a torn tail.
 pub const RECOVERED_KIND: &str = "audit_recovered";
+/// A write buffer up to this size is kept for the next batch.
+const KEEP_BUF: usize = 4 << 20;
 /// Default of [`Options::checkpoint_every`].
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
 
@@ -191,6 +197,7 @@ struct Shared {
     lock: File,
     state: Mutex<State>,
     queue: Mutex<Queue>,
+    /// Signalled when a commit has posted its outcomes.
     ready: Condvar,
 }
 
@@ -212,10 +219,13 @@ struct State {
     checkpointed: u64,
     /// The last checkpoint line's note.
     last_note: Option<String>,
+    /// The write buffer, kept between batches.
+    buf: Vec<u8>,
 }
 
-/// Entries an `append` call queued, keyed by a ticket.
-type Pending = (u64, Vec<Map<String, Value>>);
+/// Entries an `append` call queued (already serialized), keyed by a
+/// ticket.
+type Pending = (u64, Encoded);
 /// The outcome of a queued batch.
 type Outcome = Result<Range<u64>, Arc<AuditError>>;
 
@@ -318,6 +328,7 @@ impl AuditLog {
                     last: NO_PREV,
                     checkpointed: 0,
                     last_note: None,
+                    buf: Vec::new(),
                 }),
                 queue: Mutex::new(Queue::default()),
                 ready: Condvar::new(),
@@ -355,20 +366,25 @@ impl AuditLog {
     /// before anything is written. The entries of one call get consecutive
     /// indexes.
     pub fn append(&self, entries: Vec<Value>) -> Result<Range<u64>, AuditError> {
-        let maps = entries
-            .into_iter()
-            .enumerate()
-            .map(|(position, value)| validate(position, value))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Checking and serializing happen here, on the caller's thread and
+        // outside the locks, while another batch may be syncing.
+        let mut encoded = Encoded::with_capacity(entries.len());
+        for (position, value) in entries.into_iter().enumerate() {
+            let map = validate(position, value)?;
+            encoded.push(&map).map_err(|e| AuditError::InvalidEntry {
+                position,
+                reason: e.to_string(),
+            })?;
+        }
         let sh = &self.shared;
-        if maps.is_empty() {
+        if encoded.len() == 0 {
             let size = lock(&sh.state)?.size;
             return Ok(size..size);
         }
         let mut queue = lock(&sh.queue)?;
         let id = queue.next_id;
         queue.next_id += 1;
-        queue.pending.push((id, maps));
+        queue.pending.push((id, encoded));
         loop {
             if let Some(outcome) = queue.done.remove(&id) {
                 return outcome.map_err(AuditError::Batch);
@@ -396,9 +412,7 @@ impl AuditLog {
         let mut st = lock(&sh.state)?;
         let _flock = Flock::acquire(&sh.lock, &sh.dir.join(LOCK_FILE))?;
         if let Some(rec) = sh.catch_up(&mut st)? {
-            let mut buf = Vec::new();
-            sh.encode_batch(&mut st, &mut buf, Some(rec), &mut [])?;
-            sh.write_entries(&mut st, &buf)?;
+            sh.write_batch(&mut st, Some(rec), &[])?;
         }
         if st.size == st.checkpointed {
             if let Some(note) = &st.last_note {
@@ -459,9 +473,7 @@ impl Shared {
         let _flock = Flock::acquire(&self.lock, &self.path(LOCK_FILE))?;
         let recovery = self.catch_up(&mut st)?;
         if let Some(rec) = recovery {
-            let mut buf = Vec::new();
-            self.encode_batch(&mut st, &mut buf, Some(rec), &mut [])?;
-            self.write_entries(&mut st, &buf)?;
+            self.write_batch(&mut st, Some(rec), &[])?;
         }
         if st.size > st.checkpointed || st.last_note.is_none() {
             self.write_checkpoint(&mut st)?;
@@ -480,14 +492,12 @@ impl Shared {
 
     /// Writes one leader's batch; every ticket gets its range or the
     /// shared error.
-    fn commit(&self, mut batch: Vec<Pending>) -> Vec<(u64, Outcome)> {
+    fn commit(&self, batch: Vec<Pending>) -> Vec<(u64, Outcome)> {
         let result = (|| -> Result<Vec<Range<u64>>, AuditError> {
             let mut st = lock(&self.state)?;
             let _flock = Flock::acquire(&self.lock, &self.path(LOCK_FILE))?;
             let recovery = self.catch_up(&mut st)?;
-            let mut buf = Vec::with_capacity(batch.iter().map(|(_, e)| e.len() * 384).sum());
-            let ranges = self.encode_batch(&mut st, &mut buf, recovery, &mut batch)?;
-            self.write_entries(&mut st, &buf)?;
+            let ranges = self.write_batch(&mut st, recovery, &batch)?;
             let every = self.options.checkpoint_every;
             if every > 0 && st.size - st.checkpointed >= every {
                 // The entries are durable; a failed checkpoint is retried
@@ -509,6 +519,26 @@ impl Shared {
         }
     }
 
+    /// Writes the recovery entry (if any) and the batch's entries, and
+    /// syncs them; returns each pending call's index range.
+    fn write_batch(
+        &self,
+        st: &mut State,
+        recovery: Option<Recovery>,
+        batch: &[Pending],
+    ) -> Result<Vec<Range<u64>>, AuditError> {
+        let mut buf = std::mem::take(&mut st.buf);
+        buf.clear();
+        let result = self
+            .encode_batch(st, &mut buf, recovery, batch)
+            .and_then(|ranges| self.write_entries(st, &buf).map(|()| ranges));
+        // Keep the buffer for the next batch, unless a huge batch grew it.
+        if buf.capacity() <= KEEP_BUF {
+            st.buf = buf;
+        }
+        result
+    }
+
     /// Encodes the recovery entry (if any) and the batch's entries into
     /// `buf`, advancing the frontier. On error the caller must not write.
     fn encode_batch(
@@ -516,9 +546,15 @@ impl Shared {
         st: &mut State,
         buf: &mut Vec<u8>,
         recovery: Option<Recovery>,
-        batch: &mut [Pending],
+        batch: &[Pending],
     ) -> Result<Vec<Range<u64>>, AuditError> {
-        let time = Value::String(Timestamp::now().to_string());
+        let time = serde_json::to_vec(&Timestamp::now().to_string()).map_err(|e| {
+            AuditError::InvalidEntry {
+                position: 0,
+                reason: e.to_string(),
+            }
+        })?;
+        buf.reserve(batch.iter().map(|(_, e)| e.len() * 384).sum());
         if let Some(rec) = recovery {
             let mut map = Map::new();
             map.insert(entry::KIND.into(), RECOVERED_KIND.into());
@@ -528,13 +564,18 @@ impl Shared {
                 rec.dropped_checkpoint_bytes.into(),
             );
             map.insert("size".into(), rec.size.into());
-            encode_entry(st, buf, map, &time)?;
+            let mut encoded = Encoded::with_capacity(1);
+            encoded.push(&map).map_err(|e| AuditError::InvalidEntry {
+                position: 0,
+                reason: e.to_string(),
+            })?;
+            encode_entry(st, buf, &encoded, 0, &time);
         }
         let mut ranges = Vec::with_capacity(batch.len());
-        for (_, entries) in batch.iter_mut() {
+        for (_, encoded) in batch {
             let start = st.size;
-            for map in entries.drain(..) {
-                encode_entry(st, buf, map, &time)?;
+            for i in 0..encoded.len() {
+                encode_entry(st, buf, encoded, i, &time);
             }
             ranges.push(start..st.size);
         }
@@ -743,31 +784,15 @@ impl Shared {
     }
 }
 
-/// Adds the log's fields to `map`, appends its line to `buf` and advances
-/// the state.
-fn encode_entry(
-    st: &mut State,
-    buf: &mut Vec<u8>,
-    mut map: Map<String, Value>,
-    time: &Value,
-) -> Result<(), AuditError> {
-    map.insert(entry::INDEX.into(), st.size.into());
-    map.insert(entry::TIME.into(), time.clone());
-    let prev = if st.size == 0 {
-        String::new()
-    } else {
-        crate::hex::encode(&st.last)
-    };
-    map.insert(entry::PREV.into(), prev.into());
+/// Appends entry `i` of `encoded` with the log's fields to `buf` as a
+/// line and advances the state.
+fn encode_entry(st: &mut State, buf: &mut Vec<u8>, encoded: &Encoded, i: usize, time: &[u8]) {
     let start = buf.len();
-    serde_json::to_writer(&mut *buf, &map).map_err(|e| AuditError::InvalidEntry {
-        position: 0,
-        reason: e.to_string(),
-    })?;
+    let prev = (st.size > 0).then_some(&st.last);
+    encoded.write_line(i, buf, st.size, prev, time);
     let hash = leaf_hash(&buf[start..]);
     buf.push(b'\n');
     st.frontier.push(hash);
     st.last = hash;
     st.size += 1;
-    Ok(())
 }
