@@ -5,7 +5,8 @@
 //! ```text
 //! <dir>/                 0700
 //!   entries.jsonl        0600  one entry per line (see crate::entry)
-//!   checkpoints.jsonl    0600  one signed checkpoint per line: {"note":"<note text>"}
+//!   checkpoints.jsonl    0600  one signed checkpoint per line:
+//!                              {"note":"<note text>","resume":{...}}
 //!   lock                 0600  flock(2) taken around every batch
 //! ```
 //!
@@ -14,6 +15,19 @@
 //! note (a [`Checkpoint`] body and an Ed25519 signature line) as a JSON
 //! string, so notes, which contain blank lines, need no other framing and a
 //! torn checkpoint line is as easy to spot as a torn entry.
+//!
+//! # Opening without reading the whole log
+//!
+//! Each checkpoint line also carries `resume`: the byte offset in
+//! `entries.jsonl` where the signed entries end and the tree's frontier
+//! there (one hash per set bit of the size). [`AuditLog::open`] reads only
+//! the last checkpoint line and the entry line before that offset, and
+//! trusts the cache only if it agrees with the signed note: the signature
+//! verifies, the frontier's root is the signed root, and the entry ending
+//! at the offset hashes to the note's `last-leaf`. Otherwise, or if
+//! anything is missing, it reads the whole log as before. Either way, what
+//! follows the checkpoint is read and checked. `resume` is a cache, not
+//! part of what is signed; the verifier ignores it.
 //!
 //! # Group commit
 //!
@@ -280,6 +294,55 @@ impl Read for ReadAt<'_> {
 #[derive(serde::Deserialize, serde::Serialize)]
 pub(crate) struct CheckpointLine {
     pub(crate) note: String,
+    /// Where to resume appending (see the module documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) resume: Option<Resume>,
+}
+
+/// The state after the entries a checkpoint signs: a cache for open.
+#[derive(serde::Deserialize, serde::Serialize)]
+pub(crate) struct Resume {
+    /// Bytes of `entries.jsonl` holding the signed entries.
+    pub(crate) offset: u64,
+    /// The frontier's nodes, hex, largest subtree first.
+    pub(crate) frontier: Vec<String>,
+}
+
+/// The last complete line of `file` (`len` bytes long), skipping a torn
+/// tail after it.
+fn line_before_end(file: &File, len: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
+    let from = len.saturating_sub(TAIL_WINDOW);
+    let mut buf = vec![0u8; usize::try_from(len - from).unwrap_or(0)];
+    file.read_exact_at(&mut buf, from)?;
+    match memchr::memrchr(b'\n', &buf) {
+        Some(i) => line_before(file, from + u64::try_from(i).unwrap_or(0) + 1),
+        None => Ok(None),
+    }
+}
+
+/// The most bytes read back from the end of a file to find its last line.
+const TAIL_WINDOW: u64 = 1 << 20;
+
+/// The last complete (newline-terminated) line of `file` before byte
+/// `end`, and where it starts; `None` if there is none within
+/// [`TAIL_WINDOW`] bytes.
+fn line_before(file: &File, end: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
+    let from = end.saturating_sub(TAIL_WINDOW);
+    let mut buf = vec![0u8; usize::try_from(end - from).unwrap_or(0)];
+    file.read_exact_at(&mut buf, from)?;
+    if buf.last() != Some(&b'\n') {
+        return Ok(None);
+    }
+    buf.pop();
+    let start = match memchr::memrchr(b'\n', &buf) {
+        Some(i) => i + 1,
+        None if from == 0 => 0,
+        None => return Ok(None),
+    };
+    Ok(Some((
+        from + u64::try_from(start).unwrap_or(0),
+        buf.split_off(start),
+    )))
 }
 
 impl AuditLog {
@@ -471,6 +534,10 @@ impl Shared {
     fn open_locked(&self) -> Result<Option<Recovery>, AuditError> {
         let mut st = lock(&self.state)?;
         let _flock = Flock::acquire(&self.lock, &self.path(LOCK_FILE))?;
+        if st.offset == 0 && st.cp_offset == 0 {
+            // Any failure leaves the state untouched: read everything.
+            let _ = self.resume(&mut st);
+        }
         let recovery = self.catch_up(&mut st)?;
         if let Some(rec) = recovery {
             self.write_batch(&mut st, Some(rec), &[])?;
@@ -479,6 +546,66 @@ impl Shared {
             self.write_checkpoint(&mut st)?;
         }
         Ok(recovery)
+    }
+
+    /// Takes the state after the last checkpoint from its `resume` cache,
+    /// if the cache agrees with the signed note and the entries file (see
+    /// the module documentation). Returns whether it did.
+    fn resume(&self, st: &mut State) -> io::Result<bool> {
+        let cp_len = st.checkpoints.metadata()?.len();
+        let Some((cp_start, line)) = line_before_end(&st.checkpoints, cp_len)? else {
+            return Ok(false);
+        };
+        let Ok(CheckpointLine {
+            note,
+            resume: Some(resume),
+        }) = serde_json::from_slice::<CheckpointLine>(&line)
+        else {
+            return Ok(false);
+        };
+        let verifier = self.key.verifier();
+        let Ok(opened) = crate::note::open(&note, std::slice::from_ref(&verifier)) else {
+            return Ok(false);
+        };
+        let Ok(cp) = Checkpoint::parse(&opened.text) else {
+            return Ok(false);
+        };
+        let nodes: Option<Vec<Hash>> = resume
+            .frontier
+            .iter()
+            .map(|h| crate::hex::decode_array::<32>(h.as_bytes()))
+            .collect();
+        let Some(frontier) = nodes.and_then(|n| Frontier::from_parts(cp.size, n)) else {
+            return Ok(false);
+        };
+        if frontier.root() != cp.root {
+            return Ok(false);
+        }
+        let last = match cp.last_leaf() {
+            Some(last) => {
+                let entries_len = st.entries.metadata()?.len();
+                if resume.offset == 0 || resume.offset > entries_len {
+                    return Ok(false);
+                }
+                let Some((_, entry)) = line_before(&st.entries, resume.offset)? else {
+                    return Ok(false);
+                };
+                if leaf_hash(&entry) != last {
+                    return Ok(false);
+                }
+                last
+            }
+            None if cp.size == 0 && resume.offset == 0 => NO_PREV,
+            None => return Ok(false),
+        };
+        st.offset = resume.offset;
+        st.size = cp.size;
+        st.frontier = frontier;
+        st.last = last;
+        st.checkpointed = cp.size;
+        st.last_note = Some(note);
+        st.cp_offset = cp_start + u64::try_from(line.len()).unwrap_or(0) + 1;
+        Ok(true)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -646,11 +773,22 @@ impl Shared {
         let last = (st.size > 0).then_some(&st.last);
         let checkpoint = Checkpoint::new(self.key.name(), st.size, st.frontier.root(), last);
         let note = self.key.signer().sign(&checkpoint.body())?;
-        let mut line = serde_json::to_vec(&CheckpointLine { note: note.clone() }).map_err(|e| {
-            AuditError::Damaged {
-                path: self.path(CHECKPOINTS_FILE),
-                reason: e.to_string(),
-            }
+        let resume = Resume {
+            offset: st.offset,
+            frontier: st
+                .frontier
+                .nodes()
+                .iter()
+                .map(|h| crate::hex::encode(h))
+                .collect(),
+        };
+        let mut line = serde_json::to_vec(&CheckpointLine {
+            note: note.clone(),
+            resume: Some(resume),
+        })
+        .map_err(|e| AuditError::Damaged {
+            path: self.path(CHECKPOINTS_FILE),
+            reason: e.to_string(),
         })?;
         line.push(b'\n');
         let result = st

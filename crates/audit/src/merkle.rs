@@ -132,6 +132,13 @@ impl Frontier {
         &self.nodes
     }
 
+    /// The frontier of a tree of `size` leaves from its subtree roots
+    /// (as [`Frontier::nodes`] gives them), if there is one per set bit.
+    pub fn from_parts(size: u64, nodes: Vec<Hash>) -> Option<Frontier> {
+        (usize::try_from(size.count_ones()).ok() == Some(nodes.len()))
+            .then_some(Frontier { size, nodes })
+    }
+
     /// Appends a leaf hash.
     pub fn push(&mut self, leaf: Hash) {
         let mut hash = leaf;
