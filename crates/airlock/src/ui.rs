@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use engine::{Event, RunReport, Subscriber};
+use engine::{Event, Line, RunReport, Subscriber};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use state::Status;
 
@@ -247,17 +247,26 @@ impl Subscriber for Terminal {
         }
     }
 
-    fn output(&self, job: &str, line: &[u8], _partial: bool) {
+    fn output(&self, job: &str, lines: &[Line<'_>]) {
         let prefix = self.prefix(job);
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
-        pending.text.push_str(&prefix);
-        pending.text.push(' ');
-        push_for_terminal(line, self.tty, &mut pending.text);
-        pending.text.push('\n');
+        for line in lines {
+            pending.text.push_str(&prefix);
+            pending.text.push(' ');
+            push_for_terminal(line.text, self.tty, &mut pending.text);
+            pending.text.push('\n');
+            if pending.text.len() >= MAX_PENDING {
+                self.write_out(&mut pending);
+            }
+        }
+        if pending.text.is_empty() {
+            return;
+        }
+        // One clock read per batch: a batch takes far less than MAX_DELAY.
         let since = *pending.since.get_or_insert_with(Instant::now);
-        if pending.text.len() >= MAX_PENDING || since.elapsed() >= MAX_DELAY {
+        if since.elapsed() >= MAX_DELAY {
             self.write_out(&mut pending);
         }
     }

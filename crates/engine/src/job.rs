@@ -12,7 +12,7 @@ use secrets::{Lease, SecretStore};
 use state::Status;
 use zeroize::Zeroizing;
 
-use crate::event::{Bus, Event};
+use crate::event::{Bus, Event, Line};
 use crate::output::Lines;
 use crate::plan::JobPlan;
 use crate::spares::Spares;
@@ -272,7 +272,7 @@ fn run_steps(
 
         let events_before = sandbox.events().unwrap_or_default();
         let mut lines = Lines::default();
-        let mut emit = |line: &[u8], partial: bool| ctx.bus.output(job, line, partial);
+        let mut emit = |batch: &[Line<'_>]| ctx.bus.output(job, batch);
         let mut clean = Vec::with_capacity(64 * 1024);
         let result = sandbox.run(&command, step_deadline, &mut |o| match o {
             Output::Mask(value) => {

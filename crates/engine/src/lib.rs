@@ -15,7 +15,7 @@ mod run;
 mod spares;
 
 pub use error::{EngineError, Refusal};
-pub use event::{Bus, Event, Subscriber};
+pub use event::{Bus, Event, Line, Subscriber};
 pub use job::JobOutcome;
 pub use output::Lines;
 pub use record::LogFiles;

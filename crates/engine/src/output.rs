@@ -5,6 +5,8 @@
 //! for a tick or the line grows past [`MAX_LINE`], so progress output such
 //! as `Compiling...` shows up live instead of waiting for its newline.
 
+use crate::event::Line;
+
 /// Longest line passed on in one piece.
 pub const MAX_LINE: usize = 16 * 1024;
 
@@ -14,42 +16,86 @@ pub struct Lines {
     buf: Vec<u8>,
 }
 
+/// Most lines handed to `emit` in one batch.
+const BATCH: usize = 256;
+
 impl Lines {
-    /// Feeds bytes; calls `emit(line, partial)` for each line ready.
-    pub fn push(&mut self, mut data: &[u8], emit: &mut dyn FnMut(&[u8], bool)) {
-        while let Some(nl) = memchr::memchr(b'\n', data) {
-            let (line, rest) = data.split_at(nl);
-            if self.buf.is_empty() {
-                emit(strip_cr(line), false);
-            } else {
-                self.buf.extend_from_slice(line);
-                emit(strip_cr(&self.buf), false);
-                self.buf.clear();
-            }
-            data = rest.get(1..).unwrap_or_default();
+    /// Feeds bytes; calls `emit` with each batch of lines ready, in order.
+    pub fn push(&mut self, mut data: &[u8], emit: &mut dyn FnMut(&[Line<'_>])) {
+        if !self.buf.is_empty() {
+            // The line begun in an earlier chunk ends first.
+            let Some(nl) = memchr::memchr(b'\n', data) else {
+                self.buf.extend_from_slice(data);
+                self.cut_long(emit);
+                return;
+            };
+            self.buf
+                .extend_from_slice(data.get(..nl).unwrap_or_default());
+            emit(&[complete(&self.buf)]);
+            self.buf.clear();
+            data = data.get(nl + 1..).unwrap_or_default();
         }
-        self.buf.extend_from_slice(data);
+        let mut batch = [Line::default(); BATCH];
+        let mut ready = 0;
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            if let Some(slot) = batch.get_mut(ready) {
+                *slot = complete(data.get(start..nl).unwrap_or_default());
+                ready += 1;
+            }
+            start = nl + 1;
+            if ready == BATCH {
+                emit(&batch);
+                ready = 0;
+            }
+        }
+        if let Some(lines) = batch.get(..ready).filter(|l| !l.is_empty()) {
+            emit(lines);
+        }
+        self.buf
+            .extend_from_slice(data.get(start..).unwrap_or_default());
+        self.cut_long(emit);
+    }
+
+    /// Passes on the start of a pending line that grew past [`MAX_LINE`].
+    fn cut_long(&mut self, emit: &mut dyn FnMut(&[Line<'_>])) {
         while self.buf.len() >= MAX_LINE {
             let rest = self.buf.split_off(MAX_LINE);
-            emit(&self.buf, true);
+            emit(&[partial(&self.buf)]);
             self.buf = rest;
         }
     }
 
     /// The job has been quiet: pass on a pending partial line.
-    pub fn idle(&mut self, emit: &mut dyn FnMut(&[u8], bool)) {
+    pub fn idle(&mut self, emit: &mut dyn FnMut(&[Line<'_>])) {
         if !self.buf.is_empty() {
-            emit(&self.buf, true);
+            emit(&[partial(&self.buf)]);
             self.buf.clear();
         }
     }
 
     /// The command ended: pass on what is left as a complete line.
-    pub fn finish(&mut self, emit: &mut dyn FnMut(&[u8], bool)) {
+    pub fn finish(&mut self, emit: &mut dyn FnMut(&[Line<'_>])) {
         if !self.buf.is_empty() {
-            emit(&self.buf, false);
+            emit(&[complete(&self.buf)]);
             self.buf.clear();
         }
+    }
+}
+
+/// A line the job ended (a `\r` before its line break is dropped).
+fn complete(text: &[u8]) -> Line<'_> {
+    Line {
+        text: strip_cr(text),
+        partial: false,
+    }
+}
+
+/// A line the job has not ended yet.
+fn partial(text: &[u8]) -> Line<'_> {
+    Line {
+        text,
+        partial: true,
     }
 }
 
@@ -64,7 +110,11 @@ mod tests {
     fn collect(chunks: &[&[u8]], idle_after: &[usize]) -> Vec<(String, bool)> {
         let mut lines = Lines::default();
         let mut out = Vec::new();
-        let mut emit = |l: &[u8], p: bool| out.push((String::from_utf8_lossy(l).into_owned(), p));
+        let mut emit = |batch: &[Line<'_>]| {
+            for l in batch {
+                out.push((String::from_utf8_lossy(l.text).into_owned(), l.partial));
+            }
+        };
         for (i, c) in chunks.iter().enumerate() {
             lines.push(c, &mut emit);
             if idle_after.contains(&i) {
@@ -95,6 +145,17 @@ mod tests {
             got,
             [("Compiling...".into(), true), (" done".into(), false)]
         );
+    }
+
+    #[test]
+    fn many_lines_keep_their_order_across_batches_and_chunks() {
+        let text: String = (0..1000).map(|i| format!("line {i}\r\n")).collect();
+        let want: Vec<(String, bool)> = (0..1000).map(|i| (format!("line {i}"), false)).collect();
+        // Whole, and cut at odd places (inside lines and between \r and \n).
+        for cut in [text.len(), 7, 100, 4099] {
+            let chunks: Vec<&[u8]> = text.as_bytes().chunks(cut).collect();
+            assert_eq!(collect(&chunks, &[]), want, "chunks of {cut}");
+        }
     }
 
     #[test]
