@@ -4,11 +4,136 @@
 //! a partial line is passed on (marked partial) when the job has been quiet
 //! for a tick or the line grows past [`MAX_LINE`], so progress output such
 //! as `Compiling...` shows up live instead of waiting for its newline.
+//!
+//! Each step's output is delivered on a thread of its own: the job thread
+//! reads the sandbox and redacts, then hands the redacted chunks through a
+//! bounded queue ([`handoff`]) to the step's output thread, which cuts them
+//! into lines for the subscribers ([`Pieces::deliver`]). The two halves run
+//! on two cores at once, so redaction does not add to the time a job's
+//! output takes to reach its subscribers.
 
-use crate::event::Line;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+
+use crate::event::{Bus, Event, Line};
 
 /// Longest line passed on in one piece.
 pub const MAX_LINE: usize = 16 * 1024;
+
+/// Redacted chunks that may wait for the output thread: enough to ride out
+/// a slow subscriber for a moment, few enough to bound the memory a chatty
+/// job can make the runner hold (about this many reads of 64 KiB).
+const QUEUE: usize = 16;
+
+/// Capacity of a new chunk buffer: one read of the sandbox's output.
+const CHUNK: usize = 64 * 1024;
+
+/// What the job thread hands a step's output thread, in the order it
+/// happened.
+pub(crate) enum Piece {
+    /// Output bytes, already redacted.
+    Data(Vec<u8>),
+    /// The job has been quiet: pass on a partial line and flush.
+    Idle,
+    /// An event that belongs between the output around it (e.g. a refused
+    /// mask), so the subscribers see it there.
+    Event(Event),
+}
+
+/// The job thread's end of a step's output queue.
+pub(crate) struct Handoff {
+    queue: SyncSender<Piece>,
+    /// Buffers the output thread is done with, to be filled again.
+    spare: Receiver<Vec<u8>>,
+    /// A buffer that went unsent (the redactor held everything back).
+    unsent: Option<Vec<u8>>,
+}
+
+/// The output thread's end of a step's output queue.
+pub(crate) struct Pieces {
+    queue: Receiver<Piece>,
+    spare: Sender<Vec<u8>>,
+}
+
+/// A step's output queue: its job thread's end and its output thread's.
+pub(crate) fn handoff() -> (Handoff, Pieces) {
+    let (queue, pieces) = mpsc::sync_channel(QUEUE);
+    let (give_back, spare) = mpsc::channel();
+    (
+        Handoff {
+            queue,
+            spare,
+            unsent: None,
+        },
+        Pieces {
+            queue: pieces,
+            spare: give_back,
+        },
+    )
+}
+
+impl Handoff {
+    /// An empty buffer to fill with redacted output; reused, so a step
+    /// allocates only as many as are in flight at once.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.unsent
+            .take()
+            .or_else(|| self.spare.try_recv().ok())
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+    }
+
+    /// Hands `data` on (keeping the buffer for next time if it is empty).
+    /// Blocks while the queue is full: a job cannot outrun its subscribers.
+    pub fn data(&mut self, data: Vec<u8>) {
+        if data.is_empty() {
+            self.unsent = Some(data);
+        } else {
+            self.send(Piece::Data(data));
+        }
+    }
+
+    /// The job has been quiet.
+    pub fn idle(&mut self) {
+        self.send(Piece::Idle);
+    }
+
+    /// Publishes `event` after the output handed on so far.
+    pub fn event(&mut self, event: Event) {
+        self.send(Piece::Event(event));
+    }
+
+    fn send(&mut self, piece: Piece) {
+        // Fails only if the output thread is gone, which happens only if
+        // it panicked; joining it at the end of the step reports that.
+        let _ = self.queue.send(piece);
+    }
+}
+
+impl Pieces {
+    /// Cuts the pieces into lines and publishes them on `bus` as `job`'s,
+    /// until the job thread hangs up (the step ended); then passes on what
+    /// is left and flushes.
+    pub fn deliver(self, job: &str, bus: &Bus<'_>) {
+        let mut lines = Lines::default();
+        let mut emit = |batch: &[Line<'_>]| bus.output(job, batch);
+        for piece in self.queue {
+            match piece {
+                Piece::Data(mut data) => {
+                    lines.push(&data, &mut emit);
+                    data.clear();
+                    // The job thread may have finished the step already.
+                    let _ = self.spare.send(data);
+                }
+                Piece::Idle => {
+                    lines.idle(&mut emit);
+                    bus.flush();
+                }
+                Piece::Event(event) => bus.emit(event),
+            }
+        }
+        lines.finish(&mut emit);
+        bus.flush();
+    }
+}
 
 /// Line assembler for one command's output.
 #[derive(Debug, Default)]
