@@ -8,26 +8,34 @@
 
 /// Returns `line` fit for a terminal.
 pub fn for_terminal(line: &[u8], keep_colour: bool) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     push_for_terminal(line, keep_colour, &mut out);
-    out
+    // Only ever UTF-8: bytes pass as they are only when they are.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// Appends `line`, made fit for a terminal, to `out`.
-pub fn push_for_terminal(line: &[u8], keep_colour: bool, out: &mut String) {
-    // Most output is printable text: take it as it is.
+/// Appends `line`, made fit for a terminal, to `out` (always UTF-8).
+pub fn push_for_terminal(line: &[u8], keep_colour: bool, out: &mut Vec<u8>) {
+    // Most output is printable ASCII: one pass proves it, and it is taken
+    // as it is.
+    if plain_ascii(line) {
+        out.extend_from_slice(line);
+        return;
+    }
+    // Then printable text in other scripts.
     if let Ok(text) = std::str::from_utf8(line) {
         if !any_needs_care(line) && !has_c1_control(text) {
-            out.push_str(text);
+            out.extend_from_slice(line);
             return;
         }
     }
     let text = String::from_utf8_lossy(line);
+    let mut shown = String::with_capacity(text.len());
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         if c == '\x1b' && keep_colour {
             if let Some(len) = sgr_len(text.get(i..).unwrap_or_default()) {
-                out.push_str(text.get(i..i + len).unwrap_or_default());
+                shown.push_str(text.get(i..i + len).unwrap_or_default());
                 while chars.peek().is_some_and(|(j, _)| *j < i + len) {
                     chars.next();
                 }
@@ -35,11 +43,22 @@ pub fn push_for_terminal(line: &[u8], keep_colour: bool, out: &mut String) {
             }
         }
         if c == '\t' || !c.is_control() {
-            out.push(c);
+            shown.push(c);
         } else {
-            out.push_str(&c.escape_default().to_string().replace("\\u{1b}", "\\x1b"));
+            shown.push_str(&c.escape_default().to_string().replace("\\u{1b}", "\\x1b"));
         }
     }
+    out.extend_from_slice(shown.as_bytes());
+}
+
+/// Whether every byte is printable ASCII or a tab (so the line is UTF-8
+/// with nothing to escape), in a loop the compiler vectorises.
+fn plain_ascii(bytes: &[u8]) -> bool {
+    bytes.chunks(32).all(|block| {
+        block.iter().fold(true, |acc, &b| {
+            acc & ((0x20..0x7f).contains(&b) || b == b'\t')
+        })
+    })
 }
 
 /// A byte that may be (part of) a character [`for_terminal`] must escape:
@@ -103,6 +122,16 @@ mod tests {
         assert_eq!(for_terminal("a\u{9b}2Jb".as_bytes(), true), "a\\u{9b}2Jb");
         assert_eq!(for_terminal(b"a\x7fb", true), "a\\u{7f}b");
         assert_eq!(for_terminal("plain é ✓".as_bytes(), true), "plain é ✓");
+    }
+
+    #[test]
+    fn plain_ascii_passes_as_it_is() {
+        let all: String = (0x20u8..0x7f).map(char::from).chain(['\t']).collect();
+        assert_eq!(for_terminal(all.as_bytes(), false), all);
+        for b in (0u8..0x20).filter(|b| *b != b'\t').chain([0x7f]) {
+            let line = [b'a', b, b'b'];
+            assert_ne!(for_terminal(&line, false).as_bytes(), line, "byte {b:#x}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use engine::{Event, RunReport, Subscriber};
+use engine::{Event, Line, RunReport, Subscriber};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use state::Status;
 
@@ -39,7 +39,8 @@ pub struct Terminal {
 
 #[derive(Default)]
 struct Pending {
-    text: String,
+    /// Always UTF-8: lines pass `push_for_terminal` first.
+    text: Vec<u8>,
     since: Option<Instant>,
 }
 
@@ -109,8 +110,8 @@ impl Terminal {
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
-        pending.text.push_str(line);
-        pending.text.push('\n');
+        pending.text.extend_from_slice(line.as_bytes());
+        pending.text.push(b'\n');
         self.write_out(&mut pending);
     }
 
@@ -122,13 +123,13 @@ impl Terminal {
             return;
         }
         if let Some(bar) = &self.bar {
-            bar.println(pending.text.trim_end_matches('\n'));
+            bar.println(String::from_utf8_lossy(&pending.text).trim_end_matches('\n'));
         } else {
             // A closed pipe (e.g. `airlock run | head`) is not a reason to
             // stop the run; the output is in the log files anyway.
             let _ = match self.stream {
-                Stream::Stdout => std::io::stdout().lock().write_all(pending.text.as_bytes()),
-                Stream::Stderr => std::io::stderr().lock().write_all(pending.text.as_bytes()),
+                Stream::Stdout => std::io::stdout().lock().write_all(&pending.text),
+                Stream::Stderr => std::io::stderr().lock().write_all(&pending.text),
             };
         }
         pending.text.clear();
@@ -247,17 +248,26 @@ impl Subscriber for Terminal {
         }
     }
 
-    fn output(&self, job: &str, line: &[u8], _partial: bool) {
+    fn output(&self, job: &str, lines: &[Line<'_>]) {
         let prefix = self.prefix(job);
         let Ok(mut pending) = self.pending.lock() else {
             return;
         };
-        pending.text.push_str(&prefix);
-        pending.text.push(' ');
-        push_for_terminal(line, self.tty, &mut pending.text);
-        pending.text.push('\n');
+        for line in lines {
+            pending.text.extend_from_slice(prefix.as_bytes());
+            pending.text.push(b' ');
+            push_for_terminal(line.text, self.tty, &mut pending.text);
+            pending.text.push(b'\n');
+            if pending.text.len() >= MAX_PENDING {
+                self.write_out(&mut pending);
+            }
+        }
+        if pending.text.is_empty() {
+            return;
+        }
+        // One clock read per batch: a batch takes far less than MAX_DELAY.
         let since = *pending.since.get_or_insert_with(Instant::now);
-        if pending.text.len() >= MAX_PENDING || since.elapsed() >= MAX_DELAY {
+        if since.elapsed() >= MAX_DELAY {
             self.write_out(&mut pending);
         }
     }

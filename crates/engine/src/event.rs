@@ -145,13 +145,25 @@ pub enum Event {
     },
 }
 
-/// Receives events and output lines. Called from job threads concurrently.
+/// One line of a job's output, redacted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Line<'a> {
+    /// The line, without its line break.
+    pub text: &'a [u8],
+    /// The job has not finished the line yet: it was passed on to keep
+    /// output live (the job paused) or because it grew too long.
+    pub partial: bool,
+}
+
+/// Receives events and output lines. Called from job threads (and their
+/// steps' output threads) concurrently.
 pub trait Subscriber: Send + Sync {
     /// An event happened.
     fn event(&self, event: &Event);
-    /// A job wrote a line (without its newline; `partial` when the job has
-    /// not finished the line yet and it was flushed to keep output live).
-    fn output(&self, _job: &str, _line: &[u8], _partial: bool) {}
+    /// A job wrote these lines, in this order. A chatty job's lines come
+    /// in batches of up to a few hundred, so that a subscriber pays its
+    /// per-call costs (locks, lookups, clocks) per batch, not per line.
+    fn output(&self, _job: &str, _lines: &[Line<'_>]) {}
     /// The job's output paused (an idle tick, or a step ended): a
     /// subscriber that batches output lines shows what it holds now.
     fn flush(&self) {}
@@ -183,10 +195,10 @@ impl<'a> Bus<'a> {
         }
     }
 
-    /// Publishes an output line.
-    pub fn output(&self, job: &str, line: &[u8], partial: bool) {
+    /// Publishes output lines of `job`.
+    pub fn output(&self, job: &str, lines: &[Line<'_>]) {
         for s in &self.subscribers {
-            s.output(job, line, partial);
+            s.output(job, lines);
         }
     }
 }

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 use redact::Redactor;
 use sandbox::cgroup::{Events, Limits};
 use sandbox::{
-    CgroupSpec, CommandOutcome, Killer, Output, Sandbox, SandboxConfig, SandboxError, SecretFile,
+    CgroupSpec, CommandOutcome, CommandSpec, Killer, Output, Sandbox, SandboxConfig, SandboxError,
+    SecretFile,
 };
 use secrets::{Lease, SecretStore};
 use state::Status;
 use zeroize::Zeroizing;
 
 use crate::event::{Bus, Event};
-use crate::output::Lines;
+use crate::output;
 use crate::plan::JobPlan;
 use crate::spares::Spares;
 
@@ -274,39 +275,15 @@ fn run_steps(
         command.env.extend(secret_env.iter().cloned());
 
         let events_before = sandbox.events().unwrap_or_default();
-        let mut lines = Lines::default();
-        let mut emit = |line: &[u8], partial: bool| ctx.bus.output(job, line, partial);
-        let mut clean = Vec::with_capacity(64 * 1024);
-        let result = sandbox.run(&command, step_deadline, &mut |o| match o {
-            Output::Mask(value) => {
-                add_mask(&mut redactor, &mut masks, value, job, ctx);
-            }
-            Output::Data(d) => match redactor.as_mut() {
-                Some(r) => {
-                    r.push(d, &mut clean);
-                    lines.push(&clean, &mut emit);
-                    clean.clear();
-                }
-                None => lines.push(d, &mut emit),
-            },
-            Output::Idle => {
-                // Release only what can no longer start a secret, so live
-                // output does not stall and nothing leaks.
-                if let Some(r) = redactor.as_mut() {
-                    r.flush_safe(&mut clean);
-                    lines.push(&clean, &mut emit);
-                    clean.clear();
-                }
-                lines.idle(&mut emit);
-                ctx.bus.flush();
-            }
-        });
-        if let Some(r) = redactor.as_mut() {
-            r.finish(&mut clean);
-            lines.push(&clean, &mut emit);
-        }
-        lines.finish(&mut emit);
-        ctx.bus.flush();
+        let result = run_command(
+            sandbox,
+            &command,
+            step_deadline,
+            &mut redactor,
+            &mut masks,
+            job,
+            ctx,
+        );
 
         let (mut status, exit_code, mut reason) = match result {
             Ok(CommandOutcome::Exited(0)) => (Status::Success, Some(0), None),
@@ -334,7 +311,7 @@ fn run_steps(
                 None,
                 Some(format!("step {:?} could not start: {e}", step.name)),
             ),
-            Err(e) => (Status::Failed, None, Some(format!("sandbox: {e}"))),
+            Err(reason) => (Status::Failed, None, Some(reason)),
         };
         // A limit the kernel enforced explains the failure better than the
         // exit status it caused.
@@ -387,6 +364,68 @@ fn layer_names(config: &SandboxConfig) -> Vec<String> {
     .collect()
 }
 
+/// Runs one step's command, its output flowing through two threads: this
+/// one reads the sandbox, registers the job's masks and redacts; the
+/// step's output thread cuts the redacted bytes into lines and hands them
+/// to the subscribers. Returns once the output thread has delivered every
+/// line, so nothing of the step follows its `StepFinished`. `Err` is the
+/// reason the step failed without an outcome.
+fn run_command(
+    sandbox: &mut Sandbox,
+    command: &CommandSpec,
+    deadline: Instant,
+    redactor: &mut Option<Redactor>,
+    masks: &mut usize,
+    job: &str,
+    ctx: &JobContext<'_>,
+) -> Result<CommandOutcome, String> {
+    let bus = ctx.bus;
+    let (mut handoff, pieces) = output::handoff();
+    std::thread::scope(|scope| {
+        let printer = std::thread::Builder::new()
+            .name(format!("out-{job}"))
+            .spawn_scoped(scope, move || pieces.deliver(job, bus))
+            .map_err(|e| format!("cannot start the step's output thread: {e}"))?;
+        // Redaction happens here, before the queue: no subscriber can see
+        // a byte the redactor has not. A mask is added before the output
+        // read after it is redacted, in the order the sandbox delivers them.
+        let result = sandbox.run(command, deadline, &mut |o| match o {
+            Output::Mask(value) => {
+                add_mask(redactor, masks, value, job, &mut |e| handoff.event(e));
+            }
+            Output::Data(d) => {
+                let mut clean = handoff.buffer();
+                match redactor.as_mut() {
+                    Some(r) => r.push(d, &mut clean),
+                    None => clean.extend_from_slice(d),
+                }
+                handoff.data(clean);
+            }
+            Output::Idle => {
+                // Release only what can no longer start a secret, so live
+                // output does not stall and nothing leaks.
+                if let Some(r) = redactor.as_mut() {
+                    let mut clean = handoff.buffer();
+                    r.flush_safe(&mut clean);
+                    handoff.data(clean);
+                }
+                handoff.idle();
+            }
+        });
+        if let Some(r) = redactor.as_mut() {
+            let mut clean = handoff.buffer();
+            r.finish(&mut clean);
+            handoff.data(clean);
+        }
+        // Hanging up ends the output thread once it has delivered it all.
+        drop(handoff);
+        if let Err(panic) = printer.join() {
+            std::panic::resume_unwind(panic);
+        }
+        result.map_err(|e| format!("sandbox: {e}"))
+    })
+}
+
 /// Most values a job may register for masking: each one rebuilds the
 /// redaction automaton, and a job must not be able to make that unbounded.
 pub const MAX_RUNTIME_MASKS: usize = 256;
@@ -400,10 +439,10 @@ fn add_mask(
     masks: &mut usize,
     value: &[u8],
     job: &str,
-    ctx: &JobContext<'_>,
+    emit: &mut dyn FnMut(Event),
 ) {
-    let refused = |reason: String| {
-        ctx.bus.emit(Event::MaskRefused {
+    let mut refused = |reason: String| {
+        emit(Event::MaskRefused {
             job: job.into(),
             reason,
         })
@@ -422,7 +461,7 @@ fn add_mask(
     match added {
         Ok(()) => {
             *masks += 1;
-            ctx.bus.emit(Event::MaskAdded {
+            emit(Event::MaskAdded {
                 job: job.into(),
                 count: *masks,
             });

@@ -17,7 +17,7 @@ mod spares;
 
 pub use audit::AuditTrail;
 pub use error::{EngineError, Refusal};
-pub use event::{Bus, Event, Subscriber};
+pub use event::{Bus, Event, Line, Subscriber};
 pub use job::JobOutcome;
 pub use output::Lines;
 pub use record::LogFiles;

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use state::{JobEnd, RunId, Status, Store};
 
-use crate::event::{Event, Subscriber};
+use crate::event::{Event, Line, Subscriber};
 
 /// Writes the run record as events arrive.
 pub(crate) struct Recorder<'a> {
@@ -93,6 +93,9 @@ impl Subscriber for Recorder<'_> {
     }
 }
 
+/// Bytes of a job's log held before they are written to the file.
+const LOG_BUFFER: usize = 64 * 1024;
+
 /// One log file per job under `RUN_DIR/logs/`, mode 0600: the job's
 /// (redacted) output with a header line per step. Synced to disk when the
 /// job ends.
@@ -134,7 +137,9 @@ impl LogFiles {
             .mode(0o600)
             .open(self.path(job))?;
         if let Ok(mut open) = self.open.lock() {
-            open.insert(job.to_string(), BufWriter::new(file));
+            // Large enough that a chatty job costs one write(2) per
+            // several hundred lines.
+            open.insert(job.to_string(), BufWriter::with_capacity(LOG_BUFFER, file));
         }
         Ok(())
     }
@@ -179,11 +184,13 @@ impl Subscriber for LogFiles {
         }
     }
 
-    fn output(&self, job: &str, line: &[u8], partial: bool) {
+    fn output(&self, job: &str, lines: &[Line<'_>]) {
         self.with(job, |w| {
-            w.write_all(line)?;
-            if !partial {
-                w.write_all(b"\n")?;
+            for line in lines {
+                w.write_all(line.text)?;
+                if !line.partial {
+                    w.write_all(b"\n")?;
+                }
             }
             Ok(())
         });
