@@ -101,7 +101,13 @@ fn open_log(home: &Path) -> Result<(AuditLog, Option<String>)> {
     let (key, status) = AuditKey::load_or_create(&home.join("keys"))
         .with_context(|| format!("cannot load the audit key in {}", home.display()))?;
     let created = (status == KeyStatus::Created).then(|| key.verifier_key());
-    let (log, recovery) = AuditLog::open(&log_dir(home), key)
+    // Batches are made durable by the checkpoint every command signs when
+    // it ends, not one by one: a run does not wait on the disk meanwhile.
+    let options = audit::Options {
+        sync_batches: false,
+        ..audit::Options::default()
+    };
+    let (log, recovery) = AuditLog::open_with(&log_dir(home), key, options)
         .with_context(|| format!("cannot open the audit log in {}", log_dir(home).display()))?;
     if let Some(r) = recovery {
         eprintln!(

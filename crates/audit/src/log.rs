@@ -163,12 +163,21 @@ pub struct Options {
     /// Sign a checkpoint whenever this many entries were appended since the
     /// last one (0: only on explicit [`AuditLog::checkpoint`] calls).
     pub checkpoint_every: u64,
+    /// `fdatasync` every batch before [`AuditLog::append`] returns (the
+    /// default). Without it, a batch is written but made durable only by
+    /// the next checkpoint (which always syncs the entries it signs first):
+    /// for a writer that checkpoints when its work ends and would rather
+    /// not wait on the disk for each batch in between. A power loss can
+    /// then lose the batches since the last checkpoint, which the next
+    /// open detects; a crash of the process loses nothing.
+    pub sync_batches: bool,
 }
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            sync_batches: true,
         }
     }
 }
@@ -712,10 +721,11 @@ impl Shared {
     /// Appends `buf` (whole lines already accounted in `st`) and syncs it.
     /// On failure the file is cut back and the state rewound by a re-read.
     fn write_entries(&self, st: &mut State, buf: &[u8]) -> Result<(), AuditError> {
-        let result = st
-            .entries
-            .write_all(buf)
-            .and_then(|()| st.entries.sync_data());
+        let sync = self.options.sync_batches;
+        let result =
+            st.entries
+                .write_all(buf)
+                .and_then(|()| if sync { st.entries.sync_data() } else { Ok(()) });
         match result {
             Ok(()) => {
                 st.offset += u64::try_from(buf.len()).unwrap_or(u64::MAX);
@@ -769,7 +779,16 @@ impl Shared {
     }
 
     /// Signs and appends a checkpoint of the current state.
+    ///
+    /// The entries it signs are synced first (this or another process may
+    /// have written them without syncing), so a checkpoint never reaches
+    /// the disk before its entries. The checkpoint line itself is not
+    /// synced: if a power loss takes it, the entries are there and the
+    /// next open signs them again, and since Ed25519 signatures are
+    /// deterministic, the same size gives the same note, so a copy a
+    /// witness already holds stays valid.
     fn write_checkpoint(&self, st: &mut State) -> Result<SignedCheckpoint, AuditError> {
+        st.entries.sync_data().map_err(self.io_err(ENTRIES_FILE))?;
         let last = (st.size > 0).then_some(&st.last);
         let checkpoint = Checkpoint::new(self.key.name(), st.size, st.frontier.root(), last);
         let note = self.key.signer().sign(&checkpoint.body())?;
@@ -791,11 +810,7 @@ impl Shared {
             reason: e.to_string(),
         })?;
         line.push(b'\n');
-        let result = st
-            .checkpoints
-            .write_all(&line)
-            .and_then(|()| st.checkpoints.sync_data());
-        if let Err(e) = result {
+        if let Err(e) = st.checkpoints.write_all(&line) {
             let _ = st.checkpoints.set_len(st.cp_offset);
             return Err(self.io_err(CHECKPOINTS_FILE)(e));
         }

@@ -17,6 +17,7 @@ fn make_log(dir: &Path) -> AuditKey {
         key.clone(),
         Options {
             checkpoint_every: 7,
+            ..Options::default()
         },
     )
     .expect("open");

@@ -2,11 +2,14 @@
 //! reports, made durable in the tamper-evident audit log (`audit` crate).
 //!
 //! [`AuditTrail`] is a [`Subscriber`]. Events are queued, and one writer
-//! thread appends whatever is queued in one batch (one write and one fsync:
-//! the log's group commit), so a job never waits for the disk.
-//! [`AuditTrail::finish`] drains the queue and signs a checkpoint; an event
-//! is durable once the batch holding it is written, and the run's record
-//! is covered by a checkpoint when the run ends. If the log cannot be
+//! thread appends whatever is queued in one batch (the log's group commit),
+//! so a job never waits for the disk.
+//! [`AuditTrail::finish`] drains the queue and signs a checkpoint. With a
+//! log opened with `sync_batches: false` (as the binary does), batches are
+//! written at once and made durable by that checkpoint: the run's record is
+//! durable and signed when the run ends, and a crash of the runner loses
+//! nothing written (a power loss mid-run can lose the batches since the
+//! last checkpoint, which the next open detects). If the log cannot be
 //! written, the trail raises its failure flag (the runner's cancel flag):
 //! a run that cannot be audited does not go on (fail closed).
 
