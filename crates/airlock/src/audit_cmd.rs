@@ -88,12 +88,12 @@ pub fn log_dir(home: &Path) -> PathBuf {
 /// a trail that writes to it. If the log cannot be written, `on_failure`
 /// is set. Key creation and crash recovery are themselves recorded.
 pub fn open_trail(home: &Path, on_failure: Arc<AtomicBool>) -> Result<Arc<AuditTrail>> {
-    let log = open_log(home)?;
-    Ok(Arc::new(AuditTrail::start(log.0, on_failure)).tap(|t| {
-        if let Some(verifier) = log.1 {
-            t.record("audit_key_created", &json!({ "verifier": verifier }));
-        }
-    }))
+    let (log, created) = open_log(home)?;
+    let trail = Arc::new(AuditTrail::start(log, on_failure));
+    if let Some(verifier) = created {
+        trail.record("audit_key_created", &json!({ "verifier": verifier }));
+    }
+    Ok(trail)
 }
 
 /// Opens the log; returns the new verifier key if the key was created now.
@@ -118,15 +118,6 @@ fn open_log(home: &Path) -> Result<(AuditLog, Option<String>)> {
     }
     Ok((log, created))
 }
-
-/// A small combinator for building a value and acting on it.
-trait Tap: Sized {
-    fn tap(self, f: impl FnOnce(&Self)) -> Self {
-        f(&self);
-        self
-    }
-}
-impl<T> Tap for T {}
 
 pub fn command(home: &Path, command: AuditCommand) -> Result<i32> {
     let mut out = std::io::stdout().lock();
