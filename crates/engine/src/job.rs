@@ -76,47 +76,49 @@ fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> Job
     };
     let outcome = run_with_secrets(plan, ctx, started, &leases);
     // Whatever the outcome: a job's secrets live exactly as long as it.
-    for (secret, lease) in &leases {
-        match ctx.secrets.map(|store| store.revoke(lease.id())) {
-            Some(Ok(_)) => ctx.bus.emit(Event::SecretRevoked {
-                job: plan.id.clone(),
-                name: secret.name.clone(),
-                lease: lease.id().as_str().to_string(),
-            }),
-            Some(Err(e)) => tracing::error!("cannot revoke lease {}: {e}", lease.id().as_str()),
-            None => {}
+    if let (Some(store), false) = (ctx.secrets, leases.is_empty()) {
+        let ids: Vec<&secrets::LeaseId> = leases.iter().map(|(_, l)| l.id()).collect();
+        match store.revoke_all(&ids) {
+            Ok(_) => {
+                for (secret, lease) in &leases {
+                    ctx.bus.emit(Event::SecretRevoked {
+                        job: plan.id.clone(),
+                        name: secret.name.clone(),
+                        lease: lease.id().as_str().to_string(),
+                    });
+                }
+            }
+            Err(e) => tracing::error!("cannot revoke the leases of job {}: {e}", plan.id),
         }
     }
     outcome
 }
 
-/// Leases every secret the job asks for, with the job's timeout as TTL.
+/// Leases every secret the job asks for, with the job's timeout as TTL:
+/// all or none, in one transaction.
 fn lease_secrets<'a>(
     plan: &'a JobPlan,
     ctx: &JobContext<'_>,
 ) -> Result<Vec<(&'a spec::SecretRef, Lease)>, String> {
-    let mut leases = Vec::with_capacity(plan.secrets.len());
-    for secret in &plan.secrets {
-        let Some(store) = ctx.secrets else {
-            return Err(format!("unknown secret {:?}: no secret store", secret.name));
-        };
-        match store.lease(&secret.name, ctx.pipeline, &plan.id, ctx.run, plan.timeout) {
-            Ok(lease) => {
-                ctx.bus.emit(Event::SecretLeased {
-                    job: plan.id.clone(),
-                    name: secret.name.clone(),
-                    version: lease.info().version,
-                    lease: lease.id().as_str().to_string(),
-                });
-                leases.push((secret, lease));
-            }
-            Err(e) => {
-                for (_, lease) in &leases {
-                    let _ = store.revoke(lease.id());
-                }
-                return Err(format!("secret {:?}: {e}", secret.name));
-            }
-        }
+    if plan.secrets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(store) = ctx.secrets else {
+        let name = plan.secrets.first().map(|s| s.name.as_str()).unwrap_or("");
+        return Err(format!("unknown secret {name:?}: no secret store"));
+    };
+    let names: Vec<&str> = plan.secrets.iter().map(|s| s.name.as_str()).collect();
+    let leases = store
+        .lease_all(&names, ctx.pipeline, &plan.id, ctx.run, plan.timeout)
+        .map_err(|e| e.to_string())?;
+    let leases: Vec<(&spec::SecretRef, Lease)> = plan.secrets.iter().zip(leases).collect();
+    for (secret, lease) in &leases {
+        ctx.bus.emit(Event::SecretLeased {
+            job: plan.id.clone(),
+            name: secret.name.clone(),
+            version: lease.info().version,
+            lease: lease.id().as_str().to_string(),
+        });
     }
     Ok(leases)
 }

@@ -411,51 +411,81 @@ impl SecretStore {
         run: RunId,
         ttl: Duration,
     ) -> Result<Lease, LeaseError> {
-        name::check_name(name)?;
+        let mut leases = self.lease_all(&[name], pipeline, job, run, ttl)?;
+        Ok(leases
+            .pop()
+            .expect("lease_all gives one lease per name when it succeeds"))
+    }
+
+    /// Leases every secret in `names` to `pipeline/job` of run `run`, all
+    /// or none, in one transaction (one durable commit for a job's
+    /// secrets, rather than one each). Errors as [`SecretStore::lease`],
+    /// for the first secret that fails; nothing is recorded then, and only
+    /// the denial is reported.
+    pub fn lease_all(
+        &self,
+        names: &[&str],
+        pipeline: &str,
+        job: &str,
+        run: RunId,
+        ttl: Duration,
+    ) -> Result<Vec<Lease>, LeaseError> {
+        for name in names {
+            name::check_name(name)?;
+        }
         self.run(|inner, events| {
             let tx = self.begin(&mut inner.conn)?;
-            let found = self.authorize(&tx, name, pipeline, job, run, events)?;
-            let value = self.open_version(&tx, &inner.kek, found.id, name, found.version)?;
             let now = Timestamp::now();
-            let info = LeaseInfo {
-                id: LeaseId::random()?,
-                secret: name.to_owned(),
-                version: found.version,
-                pipeline: pipeline.to_owned(),
-                job: job.to_owned(),
-                run,
-                granted_at: now,
-                expires_at: now.saturating_add(ttl),
-                state: LeaseState::Active,
-                ended_at: None,
-            };
-            tx.execute(
-                "INSERT INTO leases (id, secret, version, pipeline, job, run_id, granted_at, expires_at, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    info.id,
-                    info.secret,
-                    info.version,
-                    info.pipeline,
-                    info.job,
-                    info.run,
-                    info.granted_at,
-                    info.expires_at,
-                    info.state
-                ],
-            )
-            .map_err(self.sql("record lease"))?;
+            let mut leases = Vec::with_capacity(names.len());
+            for name in names {
+                let found = self.authorize(&tx, name, pipeline, job, run, events)?;
+                let value =
+                    self.open_version(&tx, &inner.kek, found.id, name, found.version)?;
+                let info = LeaseInfo {
+                    id: LeaseId::random()?,
+                    secret: (*name).to_owned(),
+                    version: found.version,
+                    pipeline: pipeline.to_owned(),
+                    job: job.to_owned(),
+                    run,
+                    granted_at: now,
+                    expires_at: now.saturating_add(ttl),
+                    state: LeaseState::Active,
+                    ended_at: None,
+                };
+                tx.execute(
+                    "INSERT INTO leases (id, secret, version, pipeline, job, run_id, granted_at, expires_at, state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        info.id,
+                        info.secret,
+                        info.version,
+                        info.pipeline,
+                        info.job,
+                        info.run,
+                        info.granted_at,
+                        info.expires_at,
+                        info.state
+                    ],
+                )
+                .map_err(self.sql("record lease"))?;
+                leases.push(Lease::new(info, value));
+            }
             tx.commit().map_err(self.sql("commit lease"))?;
-            events.push(SecretEvent::Leased {
-                lease: info.id.clone(),
-                name: info.secret.clone(),
-                version: info.version,
-                pipeline: info.pipeline.clone(),
-                job: info.job.clone(),
-                run,
-                expires_at: info.expires_at,
-            });
-            Ok(Lease::new(info, value))
+            // Reported only once they are recorded.
+            events.extend(leases.iter().map(|lease| {
+                let info = lease.info();
+                SecretEvent::Leased {
+                    lease: info.id.clone(),
+                    name: info.secret.clone(),
+                    version: info.version,
+                    pipeline: info.pipeline.clone(),
+                    job: info.job.clone(),
+                    run,
+                    expires_at: info.expires_at,
+                }
+            }));
+            Ok(leases)
         })
     }
 
@@ -486,6 +516,31 @@ impl SecretStore {
             tx.commit().map_err(self.sql("commit revocation"))?;
             events.extend(revoked.into_iter().map(|r| r.revoked(RevokeReason::Lease)));
             Ok(true)
+        })
+    }
+
+    /// Revokes the leases `ids` that are still active, in one transaction
+    /// (a job's leases when it ends); returns how many were. Unknown ids
+    /// are ignored.
+    pub fn revoke_all(&self, ids: &[&LeaseId]) -> Result<usize, SecretsError> {
+        self.run(|inner, events| {
+            let tx = self.begin(&mut inner.conn)?;
+            let now = Timestamp::now();
+            let mut revoked = Vec::new();
+            for id in ids {
+                revoked.extend(self.update_returning(
+                    &tx,
+                    "UPDATE leases SET state = 'revoked', ended_at = ?1
+                     WHERE id = ?2 AND state = 'active'
+                     RETURNING id, secret, version, run_id",
+                    params![now, id],
+                    "revoke lease",
+                )?);
+            }
+            tx.commit().map_err(self.sql("commit revocation"))?;
+            let count = revoked.len();
+            events.extend(revoked.into_iter().map(|r| r.revoked(RevokeReason::Lease)));
+            Ok(count)
         })
     }
 

@@ -1386,3 +1386,55 @@ fn age_import_interop() {
         }
     }
 }
+
+#[test]
+fn lease_all_is_all_or_nothing_and_revoke_all_ends_them() {
+    let home = home();
+    let (store, events) = events_of(open(home.path()));
+    store
+        .set("A_TOKEN", b"aaaaaaaa", &scopes(&["demo/*"]), IfExists::Fail)
+        .expect("set");
+    store
+        .set(
+            "B_TOKEN",
+            b"bbbbbbbb",
+            &scopes(&["other/*"]),
+            IfExists::Fail,
+        )
+        .expect("set");
+    events.lock().expect("events").clear();
+
+    // B is out of scope: nothing is leased, not even A, and only the
+    // denial is reported.
+    let denied = store.lease_all(&["A_TOKEN", "B_TOKEN"], "demo", "build", 1, HOUR);
+    assert!(
+        matches!(denied, Err(LeaseError::OutOfScope { .. })),
+        "{denied:?}"
+    );
+    assert!(store
+        .leases(&LeaseFilter::default())
+        .expect("leases")
+        .is_empty());
+    let seen = events.lock().expect("events").clone();
+    assert!(
+        matches!(seen.as_slice(), [SecretEvent::Denied { .. }]),
+        "{seen:?}"
+    );
+
+    store
+        .set("C_TOKEN", b"cccccccc", &scopes(&["demo/*"]), IfExists::Fail)
+        .expect("set");
+    let leases = store
+        .lease_all(&["A_TOKEN", "C_TOKEN"], "demo", "build", 1, HOUR)
+        .expect("lease all");
+    assert_eq!(leases[0].expose(), b"aaaaaaaa");
+    assert_eq!(leases[1].expose(), b"cccccccc");
+    let ids: Vec<&secrets::LeaseId> = leases.iter().map(|l| l.id()).collect();
+    assert_eq!(store.revoke_all(&ids).expect("revoke all"), 2);
+    assert_eq!(store.revoke_all(&ids).expect("again"), 0);
+    assert!(store
+        .leases(&LeaseFilter::default())
+        .expect("leases")
+        .iter()
+        .all(|l| l.state == LeaseState::Revoked));
+}
