@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 use zeroize::Zeroizing;
 
-use crate::fs::{self as private_fs, Existing, FILE_MODE};
 use crate::note::{NoteError, NoteSigner, NoteVerifier};
+use durable::fs::{self as private_fs, Existing, FILE_MODE};
 
 /// The key file inside the keys directory.
 pub const KEY_FILE: &str = "audit.key";

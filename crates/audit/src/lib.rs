@@ -15,7 +15,6 @@
 pub mod checkpoint;
 mod encode;
 pub mod entry;
-mod fs;
 pub mod hex;
 pub mod key;
 mod lines;
@@ -25,7 +24,6 @@ pub mod note;
 pub mod proof;
 mod scan;
 pub mod show;
-pub mod time;
 pub mod verify;
 
 pub use checkpoint::Checkpoint;

@@ -90,7 +90,7 @@ use crate::key::AuditKey;
 use crate::lines::LineReader;
 use crate::merkle::{leaf_hash, Frontier, Hash};
 use crate::note::{NoteError, NoteVerifier};
-use crate::time::Timestamp;
+use durable::Timestamp;
 
 /// The entries file inside the log directory.
 pub const ENTRIES_FILE: &str = "entries.jsonl";
@@ -373,16 +373,16 @@ impl AuditLog {
             let path = path.to_owned();
             move |source| AuditError::Io { path, source }
         };
-        crate::fs::create_private_dir_all(dir).map_err(io_err(dir))?;
+        durable::fs::create_private_dir_all(dir).map_err(io_err(dir))?;
         let open = |name: &str| {
             let path = dir.join(name);
-            crate::fs::open_private_append(&path).map_err(io_err(&path))
+            durable::fs::open_private_append(&path).map_err(io_err(&path))
         };
         let (lock_file, c1) = open(LOCK_FILE)?;
         let (entries, c2) = open(ENTRIES_FILE)?;
         let (checkpoints, c3) = open(CHECKPOINTS_FILE)?;
         if c1 || c2 || c3 {
-            crate::fs::sync_dir(dir).map_err(io_err(dir))?;
+            durable::fs::sync_dir(dir).map_err(io_err(dir))?;
         }
         let log = AuditLog {
             shared: Arc::new(Shared {

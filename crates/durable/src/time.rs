@@ -1,11 +1,11 @@
-//! Wall-clock timestamps, written as RFC 3339 UTC with milliseconds.
-//!
-//! Copied from `secrets::time` without the SQLite glue; a later refactor
-//! will merge the two.
+//! Wall-clock timestamps: unix milliseconds in a database (feature
+//! `sqlite`), RFC 3339 UTC in JSON, in logs and on screen.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "sqlite")]
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Serialize, Serializer};
 
 const MS_PER_SECOND: i64 = 1_000;
@@ -15,7 +15,8 @@ const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
 
 /// A point in time, in milliseconds since the unix epoch (UTC).
 ///
-/// Displayed and serialized as RFC 3339 UTC with millisecond precision, e.g. `2024-03-01T12:34:56.789Z`.
+/// Stored as an SQLite `INTEGER`; displayed and serialized as RFC 3339 UTC
+/// with millisecond precision, e.g. `2024-03-01T12:34:56.789Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
@@ -52,7 +53,7 @@ impl Timestamp {
 }
 
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
-pub(crate) fn duration_millis(duration: Duration) -> i64 {
+pub fn duration_millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -100,6 +101,20 @@ impl fmt::Display for Timestamp {
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl ToSql for Timestamp {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.0))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl FromSql for Timestamp {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        i64::column_result(value).map(Timestamp)
     }
 }
 

@@ -1,22 +1,20 @@
-//! Private directories and files, and durable atomic file replacement.
-//!
-//! Copied from `secrets::fs` (house style: directories 0700, files 0600,
-//! writes made durable with fsync of the file and of its directory); a later
-//! refactor will merge the two.
+//! Private directories and files, and durable atomic file replacement:
+//! directories 0700, files 0600, writes made durable with an fsync of the
+//! file and of its directory.
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Mode of directories the log creates: owner only.
-pub(crate) const DIR_MODE: u32 = 0o700;
-/// Mode of every file the log creates: owner read/write only.
-pub(crate) const FILE_MODE: u32 = 0o600;
+/// Mode of the directories: owner only.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of the files: owner read/write only.
+pub const FILE_MODE: u32 = 0o600;
 
 /// Creates `path` and any missing parents with mode 0700. An existing
 /// directory is left as it is.
-pub(crate) fn create_private_dir_all(path: &Path) -> io::Result<()> {
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
     if path.is_dir() {
         return Ok(());
     }
@@ -28,9 +26,22 @@ pub(crate) fn create_private_dir_all(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, Permissions::from_mode(DIR_MODE))
 }
 
+/// Creates `path` with mode 0600 if it does not exist yet (so that a
+/// library opening it later, SQLite say, never creates it with the umask's
+/// mode). An existing file is left as it is.
+pub fn create_private_file(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map(drop)
+}
+
 /// Opens `path` for reading and appending, creating it with mode 0600.
 /// Returns whether it was created (its directory then needs a sync).
-pub(crate) fn open_private_append(path: &Path) -> io::Result<(File, bool)> {
+pub fn open_private_append(path: &Path) -> io::Result<(File, bool)> {
     match OpenOptions::new()
         .read(true)
         .append(true)
@@ -49,13 +60,13 @@ pub(crate) fn open_private_append(path: &Path) -> io::Result<(File, bool)> {
 }
 
 /// Makes the directory entries of `dir` durable (a rename or link in it).
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// How [`write_atomic`] treats an existing file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Existing {
+pub enum Existing {
     /// Replace it (atomically: readers see the old or the new file).
     Replace,
     /// Leave it and fail with `AlreadyExists`.
@@ -67,7 +78,7 @@ pub(crate) enum Existing {
 /// [`Existing::Keep`], hard-linked, which fails if the name exists) to
 /// `name`, and `dir` is fsynced. A crash leaves the old file or the new one,
 /// never a partial one; at worst a temporary file is left behind.
-pub(crate) fn write_atomic(
+pub fn write_atomic(
     dir: &Path,
     name: &str,
     contents: &[u8],
@@ -79,7 +90,10 @@ pub(crate) fn write_atomic(
     let tmp = dir.join(format!(
         ".{name}.tmp-{}-{}",
         std::process::id(),
-        crate::hex::encode(&suffix)
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     ));
     let result = (|| {
         let mut file = OpenOptions::new()

@@ -1,0 +1,10 @@
+//! Airlock's local files, shared by the crates that keep state on disk
+//! (`secrets`, `audit`): [`fs`], private directories and files (0700 and
+//! 0600) and durable atomic writes; [`time`], wall-clock timestamps in
+//! milliseconds, written as RFC 3339 UTC.
+#![deny(missing_docs)]
+
+pub mod fs;
+pub mod time;
+
+pub use time::Timestamp;
