@@ -182,6 +182,7 @@ pub fn plan_job(pipeline: &Pipeline, job: &Job) -> Result<JobPlan, Refusal> {
             workspace_size: job.resources.disk,
             tmp_size: job.resources.disk,
             layers: sandbox::Layers::default(),
+            egress: matches!(job.network, Network::Egress(_)),
             cgroup: None,
             secrets: Vec::new(),
         },

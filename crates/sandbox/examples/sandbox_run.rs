@@ -44,6 +44,7 @@ fn main() {
             },
             _ => Layers::default(),
         },
+        egress: false,
         cgroup: cgroup.then(|| CgroupSpec {
             name: sandbox::cgroup::name_for("bench", 0),
             limits: Limits {

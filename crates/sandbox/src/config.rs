@@ -21,6 +21,12 @@ pub struct SandboxConfig {
     /// Which hardening layers to apply (all by default).
     #[serde(default)]
     pub layers: Layers,
+    /// Whether the job declared egress: the init then makes the egress
+    /// proxy's sockets in the job's network namespace (see
+    /// [`crate::EgressSockets`]) and points `/etc/resolv.conf` at the DNS
+    /// responder. Without it the job has loopback and nothing else.
+    #[serde(default)]
+    pub egress: bool,
     /// The job's cgroup: its name and limits. `None` runs without one (a
     /// degraded mode the engine only chooses when the operator allowed it).
     #[serde(skip)]

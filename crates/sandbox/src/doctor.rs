@@ -232,6 +232,7 @@ fn self_report() -> Result<String, String> {
         workspace_size: 1 << 20,
         tmp_size: 1 << 20,
         layers: Layers::default(),
+        egress: false,
         cgroup: None,
         secrets: Vec::new(),
     };

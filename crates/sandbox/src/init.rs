@@ -18,7 +18,7 @@ use crate::config::{CommandSpec, SandboxConfig};
 use crate::proto::{self, FromInit, ToInit, MAX_MESSAGE};
 use crate::rootfs::{self, SetupError};
 use crate::spawn::CONTROL_FD;
-use crate::{caps, landlock, rlimits, seccomp};
+use crate::{caps, landlock, netns, rlimits, seccomp};
 
 /// argv[0] under which the runner's binary acts as the sandbox init.
 pub const INIT_ARGV0: &str = "airlock-sandbox-init";
@@ -97,6 +97,17 @@ fn run() -> i32 {
     let finished = rootfs::finish(&config, source.as_fd(), &secrets);
     drop(source);
     drop(secrets);
+    // Sockets before hardening: binding port 53 needs a capability.
+    let egress = match config.egress {
+        true => match netns::egress_sockets() {
+            Ok(sockets) => sockets.into_iter().collect(),
+            Err(e) => {
+                fail("egress sockets".into(), e.to_string());
+                return 1;
+            }
+        },
+        false => Vec::new(),
+    };
     let mask = match finished.and_then(|mask| harden(&config).map(|()| mask)) {
         Ok(mask) => mask,
         Err(e) => {
@@ -104,12 +115,16 @@ fn run() -> i32 {
             return 1;
         }
     };
-    // The read end of the mask channel goes to the runner; the init keeps
-    // no copy (nothing in the sandbox may read what the job registers).
-    if proto::send(control.as_fd(), &FromInit::Ready, &[mask.as_fd()]).is_err() {
+    // The read end of the mask channel and the egress sockets go to the
+    // runner; the init keeps no copy (nothing in the sandbox may read what
+    // the job registers, or answer in the proxy's place).
+    let mut fds = vec![mask.as_fd()];
+    fds.extend(egress.iter().map(AsFd::as_fd));
+    if proto::send(control.as_fd(), &FromInit::Ready, &fds).is_err() {
         return 3;
     }
     drop(mask);
+    drop(egress);
 
     loop {
         reap_orphans();

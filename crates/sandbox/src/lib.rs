@@ -29,6 +29,7 @@ mod teardown;
 pub use config::{valid_secret_name, CgroupSpec, CommandSpec, Layers, SandboxConfig, SecretFile};
 pub use error::SandboxError;
 pub use init::{run_if_init, INIT_ARGV0};
+pub use netns::{EgressSockets, DNS_ADDR, PROXY_ADDR};
 pub use proto::MAX_MESSAGE;
 pub use rootfs::MASK_PATH;
 pub use spawn::{CommandOutcome, IdMode, Killer, Output, Sandbox, Spare, IDLE_TICK, NOBODY};

@@ -131,6 +131,15 @@ pub(crate) fn finish(
     secrets: &[(&str, OwnedFd)],
 ) -> Result<OwnedFd> {
     hostname(&config.hostname)?;
+    if config.egress {
+        let dns = crate::netns::DNS_ADDR.ip();
+        write_etc(&[(
+            "resolv.conf",
+            &format!(
+                "# airlock: the job's DNS responder (allowlisted names only)\nnameserver {dns}\n"
+            ),
+        )])?;
+    }
     source(source_dir)?;
     if !secrets.is_empty() {
         secret_files(secrets)?;

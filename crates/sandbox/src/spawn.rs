@@ -27,6 +27,7 @@ use crate::config::{CommandSpec, Layers, SandboxConfig};
 use crate::error::SandboxError;
 use crate::ids::{self, HostIds};
 use crate::init::INIT_ARGV0;
+use crate::netns::EgressSockets;
 use crate::proto::{self, FromInit, ToInit, MAX_MESSAGE};
 use crate::teardown::{self, Namespaces, TeardownReport};
 
@@ -116,6 +117,8 @@ pub struct Sandbox {
     buf: Vec<u8>,
     /// The read end of the job's mask channel, once the sandbox is ready.
     mask: MaskReader,
+    /// The egress proxy's sockets, until the runner takes them.
+    egress: Option<EgressSockets>,
 }
 
 /// Namespaces every sandbox gets at clone. The cgroup namespace comes
@@ -206,6 +209,7 @@ impl Sandbox {
             reaped: false,
             buf: vec![0; MAX_MESSAGE + 1],
             mask: MaskReader::default(),
+            egress: None,
         };
         // From here on, dropping `sandbox` on an error kills and reaps it.
         write_id_maps(pid, ids)?;
@@ -221,19 +225,19 @@ impl Sandbox {
 
     /// Waits for the init's answer to a setup request.
     fn expect(&mut self, want: &FromInit) -> Result<(), SandboxError> {
-        self.expect_with_fd(want).map(drop)
+        self.expect_with_fds(want).map(drop)
     }
 
-    /// Like [`expect`](Sandbox::expect), keeping the first fd sent along.
-    fn expect_with_fd(&mut self, want: &FromInit) -> Result<Option<OwnedFd>, SandboxError> {
+    /// Like [`expect`](Sandbox::expect), keeping the fds sent along.
+    fn expect_with_fds(&mut self, want: &FromInit) -> Result<Vec<OwnedFd>, SandboxError> {
         let got = proto::recv(self.control.as_fd(), &mut self.buf)
             .map_err(|e| SandboxError::Control(e.to_string()))?;
-        let (got, fd) = match got {
-            Some((msg, fds)) => (Some(msg), fds.into_iter().next()),
-            None => (None, None),
+        let (got, fds) = match got {
+            Some((msg, fds)) => (Some(msg), fds),
+            None => (None, Vec::new()),
         };
         match got {
-            Some(got) if std::mem::discriminant(&got) == std::mem::discriminant(want) => Ok(fd),
+            Some(got) if std::mem::discriminant(&got) == std::mem::discriminant(want) => Ok(fds),
             Some(FromInit::SetupFailed { stage, error }) => {
                 Err(SandboxError::Setup { stage, error })
             }
@@ -252,6 +256,12 @@ impl Sandbox {
             .try_clone()
             .map_err(|e| SandboxError::io("duplicate the sandbox pidfd", e))?;
         Ok(Killer { pidfd: fd })
+    }
+
+    /// The sockets to serve the job's egress proxy on (once; `None` for a
+    /// job without egress). Dropping them leaves the job without a way out.
+    pub fn take_egress(&mut self) -> Option<EgressSockets> {
+        self.egress.take()
     }
 
     /// The init's pid in the host's pid namespace.
@@ -594,8 +604,18 @@ impl Spare {
         sandbox.send(&ToInit::Setup(config.clone(), names), &fds)?;
         drop(memfds);
         drop(source_dir);
-        let mask = sandbox.expect_with_fd(&FromInit::Ready)?;
-        sandbox.mask = MaskReader::new(mask)?;
+        let mut fds = sandbox.expect_with_fds(&FromInit::Ready)?.into_iter();
+        sandbox.mask = MaskReader::new(fds.next())?;
+        let rest: Vec<OwnedFd> = fds.collect();
+        sandbox.egress = match (config.egress, rest.is_empty()) {
+            (true, _) => Some(EgressSockets::from_init(rest)?),
+            (false, true) => None,
+            (false, false) => {
+                return Err(SandboxError::Protocol(
+                    "the sandbox init sent egress sockets nobody asked for".into(),
+                ))
+            }
+        };
         Ok(sandbox)
     }
 }

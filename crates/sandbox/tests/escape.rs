@@ -179,6 +179,7 @@ fn sandbox(layers: Layers) -> Result<Sandbox, Failed> {
         workspace_size: 64 << 20,
         tmp_size: 64 << 20,
         layers,
+        egress: false,
         cgroup: None,
         secrets: Vec::new(),
     };

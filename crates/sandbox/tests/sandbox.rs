@@ -28,6 +28,10 @@ fn main() {
         Trial::test("secrets_are_read_only_files_in_memory", secret_files),
         Trial::test("artifacts_copy_files_and_directories", artifacts_copy),
         Trial::test(
+            "egress_sockets_are_served_from_the_jobs_namespace",
+            egress_sockets,
+        ),
+        Trial::test(
             "artifact_symlinks_cannot_reach_the_host",
             artifact_symlink_escape,
         ),
@@ -41,11 +45,12 @@ struct Job {
 }
 
 fn job() -> Result<Job, Failed> {
-    job_with(Vec::new())
+    job_with(Vec::new(), false)
 }
 
-/// A sandbox over a source holding `hello.txt`, with these secrets.
-fn job_with(secrets: Vec<sandbox::SecretFile>) -> Result<Job, Failed> {
+/// A sandbox over a source holding `hello.txt`, with these secrets, and
+/// with or without egress sockets.
+fn job_with(secrets: Vec<sandbox::SecretFile>, egress: bool) -> Result<Job, Failed> {
     let source = tempfile::tempdir()?;
     std::fs::write(source.path().join("hello.txt"), "hi from src\n")?;
     let config = SandboxConfig {
@@ -55,6 +60,7 @@ fn job_with(secrets: Vec<sandbox::SecretFile>) -> Result<Job, Failed> {
         workspace_size: 64 << 20,
         tmp_size: 64 << 20,
         layers: sandbox::Layers::default(),
+        egress,
         cgroup: None,
         secrets,
     };
@@ -280,16 +286,19 @@ fn missing_program() -> Result<(), Failed> {
 }
 
 fn secret_files() -> Result<(), Failed> {
-    let mut job = job_with(vec![
-        sandbox::SecretFile {
-            name: "DEPLOY_TOKEN".into(),
-            value: b"s3cr3t-deploy-value".to_vec().into(),
-        },
-        sandbox::SecretFile {
-            name: "MULTI".into(),
-            value: b"line one\nline two\n".to_vec().into(),
-        },
-    ])?;
+    let mut job = job_with(
+        vec![
+            sandbox::SecretFile {
+                name: "DEPLOY_TOKEN".into(),
+                value: b"s3cr3t-deploy-value".to_vec().into(),
+            },
+            sandbox::SecretFile {
+                name: "MULTI".into(),
+                value: b"line one\nline two\n".to_vec().into(),
+            },
+        ],
+        false,
+    )?;
     let (outcome, out) = run(
         &mut job,
         "cat /run/secrets/DEPLOY_TOKEN; echo; cat /run/secrets/MULTI; \
@@ -321,6 +330,90 @@ fn init_stdio() -> Result<(), Failed> {
         )?;
     }
     Ok(())
+}
+
+/// A job that declared egress reaches the runner's sockets at 127.0.0.1:3128
+/// and 127.0.0.1:53 of its own namespace, and cannot take those ports; the
+/// host's loopback does not reach them; a job without egress has neither.
+fn egress_sockets() -> Result<(), Failed> {
+    use std::io::{Read, Write};
+    let mut plain = job()?;
+    check(
+        plain.sandbox.take_egress().is_none(),
+        "a job without egress got egress sockets",
+    )?;
+    let (_, resolv) = run(&mut plain, "cat /etc/resolv.conf", T)?;
+    check(
+        !resolv.contains("nameserver"),
+        format!("resolv.conf {resolv:?}"),
+    )?;
+    plain.sandbox.destroy()?;
+
+    let mut job = job_with(Vec::new(), true)?;
+    let sockets = job.sandbox.take_egress().ok_or("no egress sockets")?;
+    check(
+        sockets.proxy.local_addr()? == sandbox::PROXY_ADDR.into(),
+        format!("proxy at {:?}", sockets.proxy.local_addr()),
+    )?;
+    // The host's own 127.0.0.1:3128 is another namespace's: whatever
+    // answers there (most likely nothing), it is not this listener.
+    let _ = std::net::TcpStream::connect_timeout(
+        &sandbox::PROXY_ADDR.into(),
+        Duration::from_millis(200),
+    );
+    sockets.proxy.set_nonblocking(true)?;
+    check(
+        sockets.proxy.accept().is_err(),
+        "the host's loopback reached the job's proxy listener",
+    )?;
+    sockets.proxy.set_nonblocking(false)?;
+    let proxy = sockets.proxy.try_clone()?;
+    let server = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let (mut conn, _) = proxy.accept()?;
+        let mut got = [0u8; 5];
+        conn.read_exact(&mut got)?;
+        conn.write_all(b"pong\n")?;
+        Ok(got.to_vec())
+    });
+    let script = r#"cat /etc/resolv.conf
+        exec 3<>/dev/tcp/127.0.0.1/3128; echo ping >&3; head -n1 <&3
+        echo query > /dev/udp/127.0.0.1/53
+        python3 -c 'import socket; socket.socket().bind(("127.0.0.1", 3128))' 2>&1 | tail -n1"#;
+    let mut bash = sh(script);
+    bash.argv = vec!["/bin/bash".into(), "-c".into(), script.into()];
+    let mut out = Vec::new();
+    let outcome = job.sandbox.run(&bash, Instant::now() + T, &mut |o| {
+        if let Output::Data(d) = o {
+            out.extend_from_slice(d);
+        }
+    })?;
+    let out = String::from_utf8_lossy(&out);
+    check(
+        outcome == CommandOutcome::Exited(0),
+        format!("{outcome:?}: {out}"),
+    )?;
+    check(
+        out.contains("nameserver 127.0.0.1"),
+        format!("output {out:?}"),
+    )?;
+    check(
+        out.contains("pong"),
+        format!("no answer from the proxy socket: {out:?}"),
+    )?;
+    check(
+        out.contains("Address already in use"),
+        format!("the job could bind the proxy's port: {out:?}"),
+    )?;
+    let got = server.join().map_err(|_| "server thread panicked")??;
+    check(got == b"ping\n", format!("proxy got {got:?}"))?;
+    sockets.dns.set_read_timeout(Some(T))?;
+    let mut datagram = [0u8; 64];
+    let (n, from) = sockets.dns.recv_from(&mut datagram)?;
+    check(
+        datagram.get(..n) == Some(&b"query\n"[..]) && from.ip().is_loopback(),
+        format!("dns socket got {:?} from {from}", datagram.get(..n)),
+    )?;
+    check(job.sandbox.destroy()?.is_clean(), "teardown left something")
 }
 
 fn artifacts_copy() -> Result<(), Failed> {
