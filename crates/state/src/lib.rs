@@ -26,7 +26,7 @@ mod time;
 
 pub use error::StateError;
 pub use model::{
-    JobEnd, JobRecord, NewJob, NewRun, ParseStatusError, RunId, RunRecord, RunSummary, Status,
+    Egress, JobEnd, JobRecord, NewJob, NewRun, ParseStatusError, RunId, RunRecord, RunSummary, Status,
     StepRecord,
 };
 pub use store::Store;

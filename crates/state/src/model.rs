@@ -231,6 +231,34 @@ pub struct JobRecord {
     pub artifacts: Vec<String>,
     /// Its steps, by index.
     pub steps: Vec<StepRecord>,
+    /// Its connections through the egress proxy and DNS responder, in the
+    /// order they ended.
+    pub egress: Vec<Egress>,
+}
+
+/// One connection (or DNS query) of a job through its egress proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Egress {
+    /// When it ended.
+    pub at: Timestamp,
+    /// `http` (a proxied request), `connect` (a tunnel) or `dns`.
+    pub kind: String,
+    /// The host the job asked for (a name or an IP literal).
+    pub host: String,
+    /// The port it asked for (53 for DNS).
+    pub port: u16,
+    /// The address the proxy connected to or resolved, if any.
+    pub addr: Option<String>,
+    /// Whether the allowlist let it through.
+    pub allowed: bool,
+    /// The rule that allowed it, or why it was denied.
+    pub detail: String,
+    /// Bytes from the job to the remote.
+    pub bytes_up: u64,
+    /// Bytes from the remote to the job.
+    pub bytes_down: u64,
+    /// How long it lasted.
+    pub duration_ms: u64,
 }
 
 /// Everything recorded about one step of a job.

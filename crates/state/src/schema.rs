@@ -78,6 +78,26 @@ const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE runs ADD COLUMN degraded TEXT NOT NULL DEFAULT '[]';
     ",
+    // 3: every connection a job's egress proxy and DNS responder handled,
+    // allowed or denied. `detail` is the rule that allowed it or why it was
+    // denied; `at` is when it ended (unix milliseconds).
+    r"
+    CREATE TABLE egress (
+        job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at          INTEGER NOT NULL,
+        kind        TEXT    NOT NULL CHECK (kind IN ('http','connect','dns')),
+        host        TEXT    NOT NULL,
+        port        INTEGER NOT NULL,
+        addr        TEXT,
+        allowed     INTEGER NOT NULL CHECK (allowed IN (0, 1)),
+        detail      TEXT    NOT NULL,
+        bytes_up    INTEGER NOT NULL,
+        bytes_down  INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE INDEX egress_job ON egress (job_id);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use crate::error::StateError;
 use crate::fs;
 use crate::model::{
-    duration, JobEnd, JobRecord, NewRun, RunId, RunRecord, RunSummary, Status, StepRecord,
+    duration, Egress, JobEnd, JobRecord, NewRun, RunId, RunRecord, RunSummary, Status, StepRecord,
 };
 use crate::process::{self, Liveness, RunnerIdentity};
 use crate::schema;
@@ -319,6 +319,39 @@ impl Store {
         tx.commit().map_err(err())
     }
 
+    /// Records one connection of `job`'s egress proxy (`egress.at` is when
+    /// it ended).
+    pub fn egress(&self, run: RunId, job: &str, egress: &Egress) -> Result<(), StateError> {
+        let conn = self.lock();
+        let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let changed = conn
+            .execute(
+                "INSERT INTO egress (job_id, at, kind, host, port, addr, allowed, detail,
+                                     bytes_up, bytes_down, duration_ms)
+                 SELECT id, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
+                 FROM jobs WHERE run_id = ?1 AND name = ?2",
+                params![
+                    run,
+                    job,
+                    egress.at,
+                    egress.kind,
+                    egress.host,
+                    egress.port,
+                    egress.addr,
+                    egress.allowed,
+                    egress.detail,
+                    big(egress.bytes_up),
+                    big(egress.bytes_down),
+                    big(egress.duration_ms)
+                ],
+            )
+            .map_err(self.run_sql(run, "record egress"))?;
+        if changed == 0 {
+            return Err(self.missing_job(&conn, run, job));
+        }
+        Ok(())
+    }
+
     /// The `limit` most recent runs, newest first.
     pub fn list_runs(&self, limit: usize) -> Result<Vec<RunSummary>, StateError> {
         let conn = self.lock();
@@ -374,9 +407,20 @@ impl Store {
                      FROM steps WHERE job_id = ?1 ORDER BY idx",
                 )
                 .map_err(err())?;
+            let mut egress = tx
+                .prepare_cached(
+                    "SELECT at, kind, host, port, addr, allowed, detail, bytes_up, bytes_down,
+                            duration_ms
+                     FROM egress WHERE job_id = ?1 ORDER BY rowid",
+                )
+                .map_err(err())?;
             for (job_row, job) in &mut jobs {
                 job.steps = steps
                     .query_map([*job_row], step_from_row)
+                    .and_then(Iterator::collect)
+                    .map_err(err())?;
+                job.egress = egress
+                    .query_map([*job_row], egress_from_row)
                     .and_then(Iterator::collect)
                     .map_err(err())?;
             }
@@ -598,8 +642,29 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
             log_path: row.get::<_, Option<PathColumn>>(8)?.map(|p| p.0),
             artifacts: row.get::<_, JsonColumn>(9)?.0,
             steps: Vec::new(),
+            egress: Vec::new(),
         },
     ))
+}
+
+fn egress_from_row(row: &Row<'_>) -> rusqlite::Result<Egress> {
+    let port: i64 = row.get(3)?;
+    let unsigned = |idx: usize| -> rusqlite::Result<u64> {
+        let value: i64 = row.get(idx)?;
+        u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(idx, value))
+    };
+    Ok(Egress {
+        at: row.get(0)?,
+        kind: row.get(1)?,
+        host: row.get(2)?,
+        port: u16::try_from(port).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(3, port))?,
+        addr: row.get(4)?,
+        allowed: row.get(5)?,
+        detail: row.get(6)?,
+        bytes_up: unsigned(7)?,
+        bytes_down: unsigned(8)?,
+        duration_ms: unsigned(9)?,
+    })
 }
 
 fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {

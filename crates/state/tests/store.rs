@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use state::{JobEnd, NewJob, NewRun, StateError, Status, Store, Timestamp};
+use state::{Egress, JobEnd, NewJob, NewRun, StateError, Status, Store, Timestamp};
 use tempfile::TempDir;
 
 fn home() -> (TempDir, Store) {
@@ -282,6 +282,50 @@ fn run_record_json_shape() {
     assert_eq!(json["jobs"][0]["steps"][0]["name"], "one");
     assert_eq!(json["jobs"][0]["steps"][0]["index"], 0);
     assert!(json.get("summary").is_none(), "summary is flattened");
+}
+
+#[test]
+fn egress_is_recorded_per_job_in_order() {
+    let (_dir, store) = home();
+    let id = store
+        .begin_run(&run("demo", vec![job("a", &[], &["one"]), job("b", &[], &["one"])]))
+        .expect("begin");
+    let allowed = Egress {
+        at: Timestamp::from_unix_millis(1_700_000_000_000),
+        kind: "connect".into(),
+        host: "example.org".into(),
+        port: 443,
+        addr: Some("93.184.215.14:443".into()),
+        allowed: true,
+        detail: "example.org:443".into(),
+        bytes_up: 517,
+        bytes_down: 1 << 40,
+        duration_ms: 1234,
+    };
+    let denied = Egress {
+        kind: "dns".into(),
+        host: "exfil.attacker.test".into(),
+        port: 53,
+        addr: None,
+        allowed: false,
+        detail: "name not in this job's allowlist".into(),
+        bytes_up: 0,
+        bytes_down: 0,
+        duration_ms: 0,
+        ..allowed.clone()
+    };
+    store.egress(id, "b", &allowed).expect("record");
+    store.egress(id, "b", &denied).expect("record");
+    let record = store.get_run(id).expect("get").expect("exists");
+    assert_eq!(record.jobs[0].egress, vec![]);
+    assert_eq!(record.jobs[1].egress, vec![allowed.clone(), denied]);
+    let json = serde_json::to_value(&record).expect("serialize");
+    assert_eq!(json["jobs"][1]["egress"][0]["host"], "example.org");
+    assert_eq!(json["jobs"][1]["egress"][1]["allowed"], false);
+    assert!(matches!(
+        store.egress(id, "nope", &allowed),
+        Err(StateError::UnknownJob { .. })
+    ));
 }
 
 #[test]
@@ -895,7 +939,7 @@ fn opening_twice_is_idempotent() {
     let version: i64 = raw(&second)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 #[test]
@@ -913,7 +957,7 @@ fn future_schema_is_refused() {
             err,
             StateError::FutureSchema {
                 found: 99,
-                supported: 2,
+                supported: 3,
                 ..
             }
         ),
@@ -1037,7 +1081,7 @@ fn version_1_database_is_migrated() {
     let version: i64 = raw(&store)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 
     let listed = store.list_runs(10).expect("list");
     assert_eq!(listed.len(), 1);
