@@ -1,0 +1,355 @@
+//! The proxy's decisions, end to end over loopback.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+
+use net::Kind;
+
+use crate::support::*;
+
+#[test]
+fn allowed_http_is_forwarded_in_origin_form() {
+    let dns = standard_dns();
+    let up = Upstream::start("127.0.0.1:0");
+    let p = up.port();
+    let proxy = Proxy::start(
+        &patterns(&[&format!("ok.test:{p}"), &format!("127.0.0.1:{p}")]),
+        dns.addr,
+    );
+    let raw = format!(
+        "GET http://OK.test:{p}/hello?x=1 HTTP/1.1\r\nHost: evil.test\r\n\
+         Proxy-Authorization: Basic c2VjcmV0\r\nProxy-Connection: keep-alive\r\n\
+         Connection: keep-alive\r\nAccept: */*\r\n\r\n"
+    );
+    let answer = proxy.exchange(raw.as_bytes());
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert!(answer.ends_with(BODY), "{answer}");
+
+    let seen = up.requests.lock().expect("lock")[0].clone();
+    assert_eq!(
+        seen,
+        format!(
+            "GET /hello?x=1 HTTP/1.1\r\nHost: OK.test:{p}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        )
+    );
+    let event = proxy.event();
+    assert_eq!(event.kind, Kind::Http);
+    assert_eq!(event.host, "OK.test");
+    assert_eq!(event.port, p);
+    assert_eq!(event.addr, Some(up.addr));
+    assert_eq!(rule(&event), format!("ok.test:{p} + 127.0.0.1:{p}"));
+    assert_eq!(event.bytes_up, seen.len() as u64);
+    assert_eq!(event.bytes_down, answer.len() as u64);
+    let json = serde_json::to_value(&event).expect("json");
+    assert_eq!(json["decision"], "allowed");
+    assert_eq!(json["kind"], "http");
+    assert!(json["duration_ms"].as_f64().is_some(), "{json}");
+}
+
+#[test]
+fn allowed_connect_tunnels_both_ways() {
+    let dns = standard_dns();
+    let echo = echo("127.0.0.1:0");
+    let p = echo.port();
+    let proxy = Proxy::start(
+        &patterns(&[&format!("ok.test:{p}"), &format!("127.0.0.1:{p}")]),
+        dns.addr,
+    );
+    let mut s = proxy.connect();
+    // The first tunnel bytes ride along with the head.
+    s.write_all(
+        format!("CONNECT ok.test:{p} HTTP/1.1\r\nHost: ok.test:{p}\r\n\r\nearly").as_bytes(),
+    )
+    .expect("send");
+    let established = b"HTTP/1.1 200 Connection established\r\n\r\n";
+    let mut got = vec![0u8; established.len() + 5];
+    s.read_exact(&mut got).expect("read");
+    assert_eq!(&got[..established.len()], established);
+    assert_eq!(&got[established.len()..], b"early");
+    let big = vec![7u8; 1 << 20];
+    let mut reader = s.try_clone().expect("clone");
+    let pump = std::thread::spawn(move || {
+        let mut back = Vec::new();
+        reader.read_to_end(&mut back).expect("read back");
+        back
+    });
+    s.write_all(&big).expect("send big");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    let back = pump.join().expect("reader");
+    assert_eq!(back.len(), big.len());
+    assert!(back == big);
+
+    let event = proxy.event();
+    assert_eq!(event.kind, Kind::Connect);
+    assert_eq!(event.host, "ok.test");
+    assert_eq!(event.addr, Some(echo));
+    assert_eq!(rule(&event), format!("ok.test:{p} + 127.0.0.1:{p}"));
+    assert_eq!(event.bytes_up, 5 + (1 << 20));
+    assert_eq!(event.bytes_down, 5 + (1 << 20));
+}
+
+#[test]
+fn other_port_host_and_wildcard_are_refused_without_resolving() {
+    let dns = standard_dns();
+    let up = Upstream::start("127.0.0.1:0");
+    let p = up.port();
+    let q = p.wrapping_add(1).max(1);
+    let proxy = Proxy::start(
+        &patterns(&[
+            &format!("ok.test:{p}"),
+            &format!("*.ok.test:{p}"),
+            &format!("127.0.0.1:{p}"),
+        ]),
+        dns.addr,
+    );
+    for (authority, pattern) in [
+        (format!("ok.test:{q}"), format!("ok.test:{q}")),
+        (format!("other.test:{p}"), format!("other.test:{p}")),
+        (format!("xok.test:{p}"), format!("xok.test:{p}")),
+        (format!("a.ok.test:{q}"), format!("a.ok.test:{q}")),
+    ] {
+        let answer = proxy.get(&authority);
+        assert_eq!(status(&answer), 403, "{answer}");
+        let want = format!(
+            "airlock: egress to {pattern} is not in this job's allowlist; add \"{pattern}\" to network.egress to allow it"
+        );
+        assert!(answer.contains(&want), "{answer}");
+        let event = proxy.event();
+        assert_eq!(reason(&event), "not in allowlist");
+        assert_eq!(event.addr, None);
+        assert_eq!(event.bytes_up + event.bytes_down, 0);
+    }
+    assert_eq!(dns.count(), 0, "denied names must not be resolved");
+
+    // The wildcard matches one or more labels in front.
+    for name in ["a.ok.test", "a.b.ok.test"] {
+        let answer = proxy.get(&format!("{name}:{p}"));
+        assert_eq!(status(&answer), 200, "{name}: {answer}");
+        assert_eq!(
+            rule(&proxy.event()),
+            format!("*.ok.test:{p} + 127.0.0.1:{p}")
+        );
+    }
+}
+
+#[test]
+fn names_resolving_to_special_addresses_are_refused_even_when_listed() {
+    let dns = standard_dns();
+    let proxy = Proxy::start(
+        &patterns(&[
+            "private.test:80",
+            "meta.test:80",
+            "ok.test:*",
+            "mapped.test:80",
+        ]),
+        dns.addr,
+    );
+    for (name, addr, words) in [
+        ("private.test", "10.0.0.5", "private address"),
+        ("meta.test", "169.254.169.254", "link-local"),
+        ("ok.test", "127.0.0.1", "loopback"),
+        ("mapped.test", "::ffff:127.0.0.1", "loopback"),
+    ] {
+        let answer = proxy.get(&format!("{name}:80"));
+        assert_eq!(status(&answer), 403, "{answer}");
+        assert!(
+            answer.contains(&format!("{name} resolves to {addr}")),
+            "{answer}"
+        );
+        assert!(answer.contains(words), "{answer}");
+        let literal = if addr.contains(':') {
+            format!("\"[{addr}]:80\" literally")
+        } else {
+            format!("\"{addr}:80\" literally")
+        };
+        assert!(answer.contains(&literal), "{answer}");
+        let event = proxy.event();
+        assert_eq!(event.host, name);
+        assert!(reason(&event).contains(addr), "{event:?}");
+        assert!(reason(&event).contains(words), "{event:?}");
+        assert_eq!(event.addr, None);
+    }
+}
+
+#[test]
+fn loopback_needs_the_literal_next_to_the_name() {
+    let dns = standard_dns();
+    let up = Upstream::start("127.0.0.1:0");
+    let p = up.port();
+    let without = Proxy::start(&patterns(&[&format!("ok.test:{p}")]), dns.addr);
+    assert_eq!(status(&without.get(&format!("ok.test:{p}"))), 403);
+    assert!(reason(&without.event()).contains("127.0.0.1 (a loopback address)"));
+
+    // A literal on another port does not count.
+    let other_port = Proxy::start(
+        &patterns(&[&format!("ok.test:{p}"), "127.0.0.1:1"]),
+        dns.addr,
+    );
+    assert_eq!(status(&other_port.get(&format!("ok.test:{p}"))), 403);
+    other_port.event();
+
+    let with = Proxy::start(
+        &patterns(&[&format!("ok.test:{p}"), &format!("127.0.0.1:{p}")]),
+        dns.addr,
+    );
+    assert_eq!(status(&with.get(&format!("ok.test:{p}"))), 200);
+    assert_eq!(with.event().addr, Some(up.addr));
+    assert!(
+        up.requests.lock().expect("lock").len() == 1,
+        "only the allowed request arrived"
+    );
+}
+
+#[test]
+fn ip_literals_match_only_literal_rules() {
+    let dns = standard_dns();
+    let up = Upstream::start("127.0.0.1:0");
+    let p = up.port();
+    let by_name = Proxy::start(&patterns(&[&format!("ok.test:{p}")]), dns.addr);
+    let answer = by_name.get(&format!("127.0.0.1:{p}"));
+    assert_eq!(status(&answer), 403);
+    assert!(
+        answer.contains(&format!("add \"127.0.0.1:{p}\"")),
+        "{answer}"
+    );
+    assert_eq!(reason(&by_name.event()), "not in allowlist");
+
+    let literal = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
+    let answer = literal.get(&format!("127.0.0.1:{p}"));
+    assert_eq!(status(&answer), 200, "{answer}");
+    let event = literal.event();
+    assert_eq!(rule(&event), format!("127.0.0.1:{p}"));
+    assert_eq!(event.host, "127.0.0.1");
+    assert_eq!(dns.count(), 0, "literals are not resolved");
+}
+
+#[test]
+fn ipv6_literal() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("skipping ipv6_literal: cannot bind [::1] on this host");
+        return;
+    };
+    drop(probe);
+    let dns = standard_dns();
+    let echo = echo("[::1]:0");
+    let p = echo.port();
+    let denied = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
+    let answer = denied.exchange(format!("CONNECT [::1]:{p} HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!(status(&answer), 403, "{answer}");
+    assert!(answer.contains(&format!("add \"[::1]:{p}\"")), "{answer}");
+    denied.event();
+
+    // Written differently, compared as an address.
+    let allowed = Proxy::start(&patterns(&[&format!("[0:0::1]:{p}")]), dns.addr);
+    let mut s = allowed.connect();
+    s.write_all(format!("CONNECT [::1]:{p} HTTP/1.1\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut head = [0u8; 39];
+    s.read_exact(&mut head).expect("read");
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    s.write_all(b"v6").expect("send");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(read_all(&mut s), "v6");
+    let event = allowed.event();
+    assert_eq!(event.host, "[::1]");
+    assert_eq!(event.addr, Some(echo));
+    assert_eq!(rule(&event), format!("[::1]:{p}"));
+}
+
+#[test]
+fn unresolvable_and_unreachable_are_502() {
+    let dns = standard_dns();
+    // A port nothing listens on: bind, learn it, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let proxy = Proxy::start(
+        &patterns(&["nowhere.test:80", &format!("127.0.0.1:{closed}")]),
+        dns.addr,
+    );
+    let answer = proxy.get("nowhere.test:80");
+    assert_eq!(status(&answer), 502, "{answer}");
+    assert!(
+        answer.contains("cannot resolve nowhere.test: no such host"),
+        "{answer}"
+    );
+    assert!(reason(&proxy.event()).starts_with("cannot resolve nowhere.test"));
+
+    let answer = proxy.get(&format!("127.0.0.1:{closed}"));
+    assert_eq!(status(&answer), 502, "{answer}");
+    assert!(answer.contains("connecting to 127.0.0.1"), "{answer}");
+    assert!(reason(&proxy.event()).starts_with("cannot connect to 127.0.0.1"));
+}
+
+#[test]
+fn shutdown_ends_open_tunnels_and_delivers_their_events() {
+    let dns = standard_dns();
+    let echo = echo("127.0.0.1:0");
+    let p = echo.port();
+    let mut proxy = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
+    let mut s = proxy.connect();
+    s.write_all(format!("CONNECT 127.0.0.1:{p} HTTP/1.1\r\n\r\nping").as_bytes())
+        .expect("send");
+    let mut got = [0u8; 43];
+    s.read_exact(&mut got).expect("read");
+    assert!(got.ends_with(b"ping"));
+    proxy.server.take().expect("server").shutdown();
+    let event = proxy
+        .events
+        .try_recv()
+        .expect("event delivered before shutdown returned");
+    assert_eq!(event.kind, Kind::Connect);
+    assert_eq!(event.bytes_up, 4);
+    assert_eq!(event.bytes_down, 4);
+    // The tunnel is closed.
+    assert_eq!(read_all(&mut s), "");
+}
+
+#[test]
+fn real_curl_through_the_proxy() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping real_curl_through_the_proxy: curl is not installed");
+        return;
+    }
+    let dns = standard_dns();
+    let up = Upstream::start("127.0.0.1:0");
+    let p = up.port();
+    let proxy = Proxy::start(
+        &patterns(&[&format!("ok.test:{p}"), &format!("127.0.0.1:{p}")]),
+        dns.addr,
+    );
+    let curl = |extra: &[&str], url: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--noproxy", "", "-x"])
+            .arg(format!("http://{}", proxy.addr))
+            .args(extra)
+            .arg(url)
+            .args(["-w", "\n%{http_code}"])
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let plain = curl(&[], &format!("http://ok.test:{p}/x"));
+    assert_eq!(plain, format!("{BODY}\n200"));
+    assert_eq!(proxy.event().kind, Kind::Http);
+    let tunnel = curl(&["--proxytunnel"], &format!("http://ok.test:{p}/x"));
+    assert_eq!(tunnel, format!("{BODY}\n200"));
+    assert_eq!(proxy.event().kind, Kind::Connect);
+    let denied = curl(&[], "http://example.com:8080/");
+    assert!(
+        denied.contains("add \"example.com:8080\" to network.egress"),
+        "{denied}"
+    );
+    assert!(denied.ends_with("403"), "{denied}");
+    assert_eq!(reason(&proxy.event()), "not in allowlist");
+}
