@@ -78,6 +78,12 @@ enum Command {
         /// without a delegated cgroup v2 subtree).
         #[arg(long = "allow-degraded", value_name = "LAYER")]
         allow_degraded: Vec<Degradable>,
+        /// DNS server (IP:PORT) the egress proxies of jobs with
+        /// `network: { egress: [...] }` ask for the addresses of allowed
+        /// names [default: the host's resolver, as getaddrinfo sees it,
+        /// /etc/hosts included].
+        #[arg(long, value_name = "ADDR")]
+        egress_dns: Option<std::net::SocketAddr>,
     },
     /// Report which isolation layers this host supports, how, or why not.
     ///
@@ -164,6 +170,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             json,
             key_file,
             allow_degraded,
+            egress_dns,
         } => run(
             &home,
             &file,
@@ -173,6 +180,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 json,
                 key: secrets_cmd::key_source(key_file),
                 allow_degraded,
+                egress_dns,
             },
         ),
         Command::Secrets { key_file, command } => {
@@ -381,6 +389,7 @@ struct RunFlags {
     json: bool,
     key: secrets::KeySource,
     allow_degraded: Vec<Degradable>,
+    egress_dns: Option<std::net::SocketAddr>,
 }
 
 fn run(home: &Path, file: &Path, flags: RunFlags) -> Result<i32> {
@@ -457,6 +466,7 @@ fn run_pipeline(
         jobs,
         parallel,
         allow_degraded_cgroups: flags.allow_degraded.contains(&Degradable::Cgroups),
+        egress_dns: flags.egress_dns,
     };
     let result = engine::run(
         &pipeline,

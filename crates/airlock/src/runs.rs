@@ -116,10 +116,40 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 if !job.artifacts.is_empty() {
                     writeln!(out, "    artifacts: {}", job.artifacts.join(", "))?;
                 }
+                if !job.egress.is_empty() {
+                    writeln!(out, "    egress:")?;
+                }
+                for e in &job.egress {
+                    writeln!(out, "      {}", egress_line(e))?;
+                }
             }
         }
     }
     Ok(EXIT_OK)
+}
+
+/// One egress connection for `runs show`: decision, kind, where, and
+/// then the address, bytes and time, or why it was denied. Host and
+/// reason come from the job, so they are made safe for a terminal.
+fn egress_line(e: &state::Egress) -> String {
+    let target = for_terminal(format!("{}:{}", e.host, e.port).as_bytes(), false);
+    let detail = for_terminal(e.detail.as_bytes(), false);
+    if e.allowed {
+        let addr = e
+            .addr
+            .as_deref()
+            .map(|a| format!(" -> {a}"))
+            .unwrap_or_default();
+        format!(
+            "allowed  {:<7}  {target}{addr}  up {} B  down {} B  {}  (rule {detail})",
+            e.kind,
+            e.bytes_up,
+            e.bytes_down,
+            duration(Some(e.duration_ms))
+        )
+    } else {
+        format!("DENIED   {:<7}  {target}  {detail}", e.kind)
+    }
 }
 
 /// `airlock logs RUN[/JOB]`.

@@ -241,7 +241,20 @@ impl Subscriber for Terminal {
                 let text = self.styled("33", &format!("warning: mask refused: {reason}"));
                 self.line(job, &text);
             }
+            Event::Egress {
+                job,
+                host,
+                port,
+                allowed: false,
+                detail,
+                ..
+            } => {
+                let what = format!("⛔ egress denied: {host}:{port}: {detail}");
+                let text = self.styled("33", &for_terminal(what.as_bytes(), false));
+                self.line(job, &text);
+            }
             Event::SandboxReady { .. }
+            | Event::Egress { .. }
             | Event::RunFinished { .. }
             | Event::MaskAdded { .. }
             | Event::SecretRevoked { .. } => {}

@@ -76,6 +76,32 @@ pub enum Event {
         /// Why (never the value).
         reason: String,
     },
+    /// A job's egress proxy or DNS responder handled a connection or a
+    /// query, allowed or denied (reported when it ends). Names the job
+    /// chose are redacted with the job's secrets.
+    Egress {
+        /// Job id.
+        job: String,
+        /// `http` (a proxied request), `connect` (a tunnel) or `dns`.
+        kind: String,
+        /// The host the job asked for.
+        host: String,
+        /// The port it asked for (53 for DNS).
+        port: u16,
+        /// The address connected to or resolved, if any.
+        addr: Option<String>,
+        /// Whether the allowlist let it through.
+        allowed: bool,
+        /// The rule that allowed it, or why it was denied.
+        detail: String,
+        /// Bytes from the job to the remote.
+        bytes_up: u64,
+        /// Bytes from the remote to the job.
+        bytes_down: u64,
+        /// How long it lasted.
+        #[serde(with = "millis")]
+        took: Duration,
+    },
     /// A step began.
     StepStarted {
         /// Job id.

@@ -50,6 +50,8 @@ pub(crate) struct JobContext<'a> {
     pub secrets: Option<&'a SecretStore>,
     /// Pipeline name (the scope of the job's leases is `PIPELINE/JOB`).
     pub pipeline: &'a str,
+    /// Where egress proxies resolve names.
+    pub resolver: net::Resolver,
 }
 
 /// Runs `plan` to completion and publishes its events.
@@ -205,12 +207,68 @@ fn run_with_secrets(
         }
     }
 
-    let mut outcome = run_steps(&mut sandbox, plan, ctx, deadline, &secret_env, redactor);
-    if outcome.status == Status::Success && !plan.artifacts.is_empty() {
-        if let Err(e) = collect_artifacts(&sandbox, plan, ctx.run_dir) {
-            outcome = failed(None, format!("artifacts: {e}"), false);
+    // What the job's names are redacted with when they show in egress
+    // events: its secrets, and the values it registers as it runs.
+    let masks = Mutex::new(redactor.as_ref().map(|r| Arc::clone(r.patterns())));
+    let (connections, reported) = std::sync::mpsc::channel();
+    let proxy = match (sandbox.take_egress(), &plan.egress) {
+        (Some(sockets), Some(allow)) => {
+            let mut config = net::Config::new(allow.clone());
+            config.resolver = ctx.resolver.clone();
+            let listeners = net::Listeners {
+                proxy: sockets.proxy,
+                dns: Some(sockets.dns),
+            };
+            let sink = Mutex::new(connections);
+            let sink: Arc<dyn Fn(net::Connection) + Send + Sync> = Arc::new(move |c| {
+                if let Ok(tx) = sink.lock() {
+                    let _ = tx.send(c);
+                }
+            });
+            match net::serve(config, listeners, sink) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    return failed(None, format!("cannot start the egress proxy: {e}"), false)
+                }
+            }
         }
-    }
+        _ => {
+            drop(connections);
+            None
+        }
+    };
+    let mut outcome = std::thread::scope(|scope| {
+        // Each connection becomes an event as it ends. The thread ends when
+        // the proxy (the only sender) is shut down.
+        let reporter = std::thread::Builder::new()
+            .name(format!("egress-{}", plan.id))
+            .spawn_scoped(scope, || {
+                for c in reported {
+                    ctx.bus.emit(egress_event(&plan.id, c, &masks));
+                }
+            });
+        let mut outcome = run_steps(
+            &mut sandbox,
+            plan,
+            ctx,
+            deadline,
+            &secret_env,
+            redactor,
+            &masks,
+        );
+        if outcome.status == Status::Success && !plan.artifacts.is_empty() {
+            if let Err(e) = collect_artifacts(&sandbox, plan, ctx.run_dir) {
+                outcome = failed(None, format!("artifacts: {e}"), false);
+            }
+        }
+        if let Some(proxy) = proxy {
+            proxy.shutdown();
+        }
+        if let Ok(reporter) = reporter {
+            let _ = reporter.join();
+        }
+        outcome
+    });
 
     if let Ok(mut k) = ctx.killers.lock() {
         k.retain(|(id, _)| id != &plan.id);
@@ -248,6 +306,7 @@ fn run_steps(
     deadline: Instant,
     secret_env: &[(String, String)],
     mut redactor: Option<Redactor>,
+    masks_out: &Mutex<Option<Arc<redact::Patterns>>>,
 ) -> JobOutcome {
     let job = plan.id.as_str();
     let run_id = ctx.run.to_string();
@@ -282,7 +341,7 @@ fn run_steps(
             &command,
             step_deadline,
             &mut redactor,
-            &mut masks,
+            (&mut masks, masks_out),
             job,
             ctx,
         );
@@ -377,7 +436,7 @@ fn run_command(
     command: &CommandSpec,
     deadline: Instant,
     redactor: &mut Option<Redactor>,
-    masks: &mut usize,
+    (masks, masks_out): (&mut usize, &Mutex<Option<Arc<redact::Patterns>>>),
     job: &str,
     ctx: &JobContext<'_>,
 ) -> Result<CommandOutcome, String> {
@@ -394,6 +453,9 @@ fn run_command(
         let result = sandbox.run(command, deadline, &mut |o| match o {
             Output::Mask(value) => {
                 add_mask(redactor, masks, value, job, &mut |e| handoff.event(e));
+                if let (Ok(mut out), Some(r)) = (masks_out.lock(), redactor.as_ref()) {
+                    *out = Some(Arc::clone(r.patterns()));
+                }
             }
             Output::Data(d) => {
                 let mut clean = handoff.buffer();
@@ -469,6 +531,49 @@ fn add_mask(
             });
         }
         Err(e) => refused(e.to_string()),
+    }
+}
+
+/// The event for one connection of the job's egress proxy. The host (and
+/// the reason, which may repeat it) are the job's words: a job must not be
+/// able to leak a secret into the run record and the audit log by asking
+/// for `SECRET.example.org`, so they pass the job's redactor first.
+fn egress_event(
+    job: &str,
+    c: net::Connection,
+    masks: &Mutex<Option<Arc<redact::Patterns>>>,
+) -> Event {
+    let patterns = masks.lock().ok().and_then(|m| m.clone());
+    let clean = |text: String| match &patterns {
+        None => text,
+        Some(patterns) => {
+            let mut r = Redactor::new(Arc::clone(patterns));
+            let mut out = Vec::with_capacity(text.len());
+            r.push(text.as_bytes(), &mut out);
+            r.finish(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let (allowed, detail) = match c.decision {
+        net::Decision::Allowed { rule } => (true, rule),
+        net::Decision::Denied { reason } => (false, clean(reason)),
+    };
+    Event::Egress {
+        job: job.into(),
+        kind: match c.kind {
+            net::Kind::Http => "http",
+            net::Kind::Connect => "connect",
+            net::Kind::Dns => "dns",
+        }
+        .into(),
+        host: clean(c.host),
+        port: c.port,
+        addr: c.addr.map(|a| a.to_string()),
+        allowed,
+        detail,
+        bytes_up: c.bytes_up,
+        bytes_down: c.bytes_down,
+        took: c.duration,
     }
 }
 

@@ -38,6 +38,9 @@ pub struct JobPlan {
     pub limits: Limits,
     /// Secrets the job asks for (leased when it starts).
     pub secrets: Vec<spec::SecretRef>,
+    /// What the job's egress proxy lets through; `None`: no network but
+    /// loopback (no proxy at all).
+    pub egress: Option<net::Allowlist>,
 }
 
 /// Most processes of a job when the pipeline sets no `pids`.
@@ -112,14 +115,6 @@ pub fn admit(
             ))
             .into());
         }
-        if let Network::Egress(_) = &job.network {
-            return Err(Refusal::Unavailable(format!(
-                "{}: job {:?} declares network egress, but the egress proxy is not available yet, and airlock does not open the network unfiltered",
-                at(job.location),
-                job.id
-            ))
-            .into());
-        }
     }
     Ok(())
 }
@@ -140,6 +135,28 @@ pub fn plan_job(pipeline: &Pipeline, job: &Job) -> Result<JobPlan, Refusal> {
     set(&mut base, "AIRLOCK_PIPELINE", &pipeline.name);
     set(&mut base, "AIRLOCK_JOB", &job.id);
     set(&mut base, "AIRLOCK_WORKSPACE", &job.workdir);
+    let egress = match &job.network {
+        Network::None => None,
+        Network::Egress(patterns) => {
+            let allow = net::Allowlist::new(patterns).map_err(|e| {
+                Refusal::BadInput(format!(
+                    "{}: job {:?}: {e}",
+                    pipeline.file.display(),
+                    job.id
+                ))
+            })?;
+            // The proxy is the job's only way out; tools that honour these
+            // variables use it, and anything else finds no route.
+            let proxy = format!("http://{}", sandbox::PROXY_ADDR);
+            for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                set(&mut base, var, &proxy);
+            }
+            for var in ["NO_PROXY", "no_proxy"] {
+                set(&mut base, var, "localhost,127.0.0.1,::1");
+            }
+            Some(allow)
+        }
+    };
 
     let mut steps = Vec::with_capacity(job.steps.len());
     for (i, step) in job.steps.iter().enumerate() {
@@ -190,6 +207,7 @@ pub fn plan_job(pipeline: &Pipeline, job: &Job) -> Result<JobPlan, Refusal> {
         timeout: job.resources.timeout,
         artifacts: job.artifacts.clone(),
         secrets: job.secrets.clone(),
+        egress,
         limits: Limits {
             memory: job.resources.memory.or_else(default_memory),
             cpus: job.resources.cpus,

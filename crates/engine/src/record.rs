@@ -82,6 +82,32 @@ impl Subscriber for Recorder<'_> {
             Event::RunFinished {
                 status, exit_code, ..
             } => self.keep(store.run_finished(run, *status, *exit_code)),
+            Event::Egress {
+                job,
+                kind,
+                host,
+                port,
+                addr,
+                allowed,
+                detail,
+                bytes_up,
+                bytes_down,
+                took,
+            } => {
+                let egress = state::Egress {
+                    at: state::Timestamp::now(),
+                    kind: kind.clone(),
+                    host: host.clone(),
+                    port: *port,
+                    addr: addr.clone(),
+                    allowed: *allowed,
+                    detail: detail.clone(),
+                    bytes_up: *bytes_up,
+                    bytes_down: *bytes_down,
+                    duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                };
+                self.keep(store.egress(run, job, &egress));
+            }
             Event::RunStarted { .. }
             | Event::SandboxReady { .. }
             | Event::TeardownFailed { .. }

@@ -29,6 +29,9 @@ pub struct RunOptions {
     /// Run without cgroups (no resource limits) if they are unavailable,
     /// instead of refusing. The choice is recorded in the run.
     pub allow_degraded_cgroups: bool,
+    /// The DNS server the egress proxy asks (the host's resolver, through
+    /// getaddrinfo, when `None`).
+    pub egress_dns: Option<std::net::SocketAddr>,
 }
 
 /// Exit code of `airlock run` when every job succeeded.
@@ -128,6 +131,10 @@ pub fn run(
             cgroups,
             spares,
             secrets,
+            resolver: match options.egress_dns {
+                Some(server) => net::Resolver::Nameserver(server),
+                None => net::Resolver::System,
+            },
         };
         record_and_schedule(pipeline, &plans, parallel, degraded, env)
     };
@@ -152,6 +159,8 @@ struct Env<'a> {
     cgroups: bool,
     spares: &'a Spares,
     secrets: Option<&'a SecretStore>,
+    /// Where egress proxies resolve names.
+    resolver: net::Resolver,
 }
 
 /// Records the run, runs its jobs and records their outcome.
@@ -169,6 +178,7 @@ fn record_and_schedule(
         cgroups,
         spares,
         secrets,
+        resolver,
     } = env;
     let run = store.begin_run(&NewRun {
         pipeline: pipeline.name.clone(),
@@ -216,6 +226,7 @@ fn record_and_schedule(
         spares,
         secrets,
         pipeline: &pipeline.name,
+        resolver,
     };
     let outcomes = schedule(plans, parallel, &ctx)?;
     // Every job revokes its own leases as it ends; this catches any the

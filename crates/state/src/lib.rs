@@ -26,8 +26,8 @@ mod time;
 
 pub use error::StateError;
 pub use model::{
-    Egress, JobEnd, JobRecord, NewJob, NewRun, ParseStatusError, RunId, RunRecord, RunSummary, Status,
-    StepRecord,
+    Egress, JobEnd, JobRecord, NewJob, NewRun, ParseStatusError, RunId, RunRecord, RunSummary,
+    Status, StepRecord,
 };
 pub use store::Store;
 pub use time::Timestamp;

@@ -288,7 +288,10 @@ fn run_record_json_shape() {
 fn egress_is_recorded_per_job_in_order() {
     let (_dir, store) = home();
     let id = store
-        .begin_run(&run("demo", vec![job("a", &[], &["one"]), job("b", &[], &["one"])]))
+        .begin_run(&run(
+            "demo",
+            vec![job("a", &[], &["one"]), job("b", &[], &["one"])],
+        ))
         .expect("begin");
     let allowed = Egress {
         at: Timestamp::from_unix_millis(1_700_000_000_000),

@@ -1,0 +1,82 @@
+//! What the end-to-end test binaries share: a fresh state directory per
+//! test and the real `airlock` binary.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_airlock");
+
+/// A state directory and a scratch directory for pipeline files.
+pub struct World {
+    pub home: tempfile::TempDir,
+    pub files: tempfile::TempDir,
+}
+
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl World {
+    pub fn new() -> World {
+        World {
+            home: tempfile::tempdir().unwrap(),
+            files: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Writes a pipeline file and returns its path.
+    pub fn pipeline(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn airlock(&self, args: &[&str]) -> Ran {
+        let out = self.command(args).output().unwrap();
+        ran(out)
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--home").arg(self.home.path()).args(args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run_json(&self, file: &Path, extra: &[&str]) -> (Ran, Value) {
+        let mut args = vec!["run", file.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let r = self.airlock(&args);
+        let doc = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", r.stdout, r.stderr));
+        (r, doc)
+    }
+
+    pub fn show(&self, run: &str) -> Value {
+        let r = self.airlock(&["runs", "show", run, "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+}
+
+pub fn ran(out: Output) -> Ran {
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn job<'a>(doc: &'a Value, id: &str) -> &'a Value {
+    doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id)
+        .unwrap_or_else(|| panic!("no job {id} in {doc}"))
+}
