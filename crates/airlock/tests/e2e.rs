@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{job, ran, Ran, World, BIN};
+use common::{job, ran, set_secret, Ran, World, BIN};
 
 /// Host pids whose command line contains `marker`.
 fn host_processes_with(marker: &str) -> Vec<i32> {
@@ -706,27 +706,6 @@ e2e!(source_under_a_private_root_directory_is_mounted, |w| {
         r.stdout
     );
 });
-
-/// Stores a secret through the CLI (value on stdin).
-fn set_secret(w: &World, name: &str, value: &str, scope: &str) {
-    use std::io::Write as _;
-    let mut child = w
-        .command(&["secrets", "set", name, "--scope", scope])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let r = ran(child.wait_with_output().unwrap());
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(!r.stdout.contains(value) && !r.stderr.contains(value));
-}
 
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {

