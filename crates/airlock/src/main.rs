@@ -133,6 +133,7 @@ fn main() -> ExitCode {
     // The sandbox init is this binary re-executed; it must branch off before
     // anything else happens.
     sandbox::run_if_init();
+    sandbox::rlimits::raise_nofile();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

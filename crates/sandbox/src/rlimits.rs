@@ -1,7 +1,7 @@
 //! Resource limits of every process of a job (backstops behind the cgroup
 //! limits).
 
-use rustix::process::{setrlimit, Resource, Rlimit};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 use crate::config::SandboxConfig;
 
@@ -31,4 +31,23 @@ pub(crate) fn apply(config: &SandboxConfig) -> Result<(), String> {
         .map_err(|e| format!("set rlimit {name}={value}: {e}"))?;
     }
     Ok(())
+}
+
+/// Raises the calling process's soft limit of open files to its hard
+/// limit. The runner holds fds per running job (sandbox control sockets,
+/// output pipes) and its egress proxies four per tunnel (two splice pipes),
+/// so the common soft default of 1024 is too low for a busy runner; the
+/// hard limit is the operator's ceiling. Jobs do not inherit this: their
+/// init sets [`NOFILE`]. Best effort: on failure the soft limit stays.
+pub fn raise_nofile() {
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
 }

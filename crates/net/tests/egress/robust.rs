@@ -185,3 +185,27 @@ fn a_dns_flood_is_answered_with_bounded_work() {
     assert!(refused > 0 && refused <= 2000, "{refused}");
     still_serves(&proxy, &up);
 }
+
+/// Each job has its own server: one whose every connection slot is held
+/// by a stalled client does not stop
+/// another job's proxy from serving.
+#[test]
+fn an_attacked_server_does_not_affect_another_jobs() {
+    let (_dns, up, attacked) = setup(|c| c.max_connections = 8);
+    let (_dns2, up2, other) = setup(|_| {});
+    let stalled: Vec<_> = (0..8)
+        .map(|_| {
+            let mut s = attacked.connect();
+            let _ = s.write_all(b"GET http://ok.test/ HTTP/1.1\r\nX-Slow:");
+            s
+        })
+        .collect();
+    let answer = attacked.get(&format!("ok.test:{}", up.port()));
+    assert_eq!(
+        status(&answer),
+        503,
+        "the attacked server is full: {answer}"
+    );
+    still_serves(&other, &up2);
+    drop(stalled);
+}
