@@ -17,7 +17,11 @@ fn main() {
         let mut map =
             seccompiler::compile_from_json(text.as_slice(), seccompiler::TargetArch::x86_64)
                 .unwrap_or_else(|e| panic!("{}: {e}", policy.display()));
-        for (name, constant) in [("deny", "DENY"), ("deny_enosys", "DENY_ENOSYS")] {
+        for (name, constant) in [
+            ("deny", "DENY"),
+            ("deny_enosys", "DENY_ENOSYS"),
+            ("watch_net", "WATCH_NET"),
+        ] {
             let program = map
                 .remove(name)
                 .unwrap_or_else(|| panic!("{}: no filter {name:?}", policy.display()));
@@ -34,6 +38,7 @@ fn main() {
     } else {
         code.push_str("pub(crate) const DENY: &[(u16, u8, u8, u32)] = &[];\n");
         code.push_str("pub(crate) const DENY_ENOSYS: &[(u16, u8, u8, u32)] = &[];\n");
+        code.push_str("pub(crate) const WATCH_NET: &[(u16, u8, u8, u32)] = &[];\n");
         code.push_str("pub(crate) const AVAILABLE: bool = false;\n");
     }
     std::fs::write(&out, code).expect("write the compiled policy");

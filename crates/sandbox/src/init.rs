@@ -7,7 +7,7 @@
 //! runner closes the control socket or dies, the init exits and the kernel
 //! kills everything left in the namespace.
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -125,10 +125,34 @@ fn run() -> i32 {
     }
     drop(mask);
     drop(egress);
+    // Last: from here on every network call that can name a destination
+    // waits for the runner, which takes the listener as soon as it reads
+    // `Watching` (before it sends the first command).
+    let mut watch = if config.layers.seccomp {
+        let installed = seccomp::watch_program().and_then(|p| seccomp::apply_with_listener(&p));
+        match installed {
+            Ok(fd) => {
+                let msg = FromInit::Watching { fd: fd.as_raw_fd() };
+                if proto::send(control.as_fd(), &msg, &[]).is_err() {
+                    return 3;
+                }
+                Some(fd)
+            }
+            Err(e) => {
+                fail("network watch".into(), e);
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
 
     loop {
         reap_orphans();
-        let (command, output) = match proto::recv::<ToInit>(control.as_fd(), &mut buf) {
+        let request = proto::recv::<ToInit>(control.as_fd(), &mut buf);
+        // The runner has the listener once it sends anything.
+        drop(watch.take());
+        let (command, output) = match request {
             Ok(Some((ToInit::Run(command), fds))) if fds.len() == 1 => {
                 match fds.into_iter().next() {
                     Some(fd) => (command, fd),

@@ -19,6 +19,7 @@ pub mod ids;
 mod init;
 mod landlock;
 mod netns;
+mod netwatch;
 mod proto;
 pub mod rlimits;
 mod rootfs;
@@ -30,7 +31,10 @@ pub use config::{valid_secret_name, CgroupSpec, CommandSpec, Layers, SandboxConf
 pub use error::SandboxError;
 pub use init::{run_if_init, INIT_ARGV0};
 pub use netns::{EgressSockets, DNS_ADDR, PROXY_ADDR};
+pub use netwatch::Attempt;
 pub use proto::MAX_MESSAGE;
 pub use rootfs::MASK_PATH;
-pub use spawn::{CommandOutcome, IdMode, Killer, Output, Sandbox, Spare, IDLE_TICK, NOBODY};
+pub use spawn::{
+    AttemptSink, CommandOutcome, IdMode, Killer, Output, Sandbox, Spare, IDLE_TICK, NOBODY,
+};
 pub use teardown::TeardownReport;

@@ -46,6 +46,11 @@ pub(crate) enum FromInit {
     Prepared,
     /// The sandbox is built; commands may run.
     Ready,
+    /// The network watch filter is installed (after `Ready`, when seccomp
+    /// is on); its listener is this fd of the init, for the runner to take
+    /// with `pidfd_getfd`. (It cannot travel in a message: `sendmsg` is one
+    /// of the calls the filter holds until the runner answers.)
+    Watching { fd: i32 },
     /// Setup failed at `stage`.
     SetupFailed { stage: String, error: String },
     /// The command could not be started.
@@ -72,6 +77,17 @@ pub(crate) fn send(
                 MAX_MESSAGE
             ),
         ));
+    }
+    if fds.is_empty() {
+        // send(2) is sendto without an address, which the init's network
+        // watch filter lets through without asking the runner.
+        loop {
+            match rustix::net::send(sock, &bytes, SendFlags::NOSIGNAL) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);

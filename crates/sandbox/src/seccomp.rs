@@ -7,6 +7,14 @@
 //! libc falls back to `clone`, whose flags the first filter can inspect. A
 //! guard in front of `deny` refuses x32 system call numbers, which would
 //! otherwise reach the same kernel entry points under other numbers.
+//!
+//! A third filter, `watch_net`, denies nothing: it shows the runner every
+//! call that can name a network destination (`connect`, `sendto` with an
+//! address, `sendmsg`, `sendmmsg`) through a seccomp user-notification
+//! listener, so that an attempt to bypass the egress proxy is an event (see
+//! [`crate::netwatch`]). seccompiler has no user-notification action, so
+//! the policy says `log` and [`watch_program`] turns each `log` return into
+//! `user_notif`.
 
 use seccompiler::{sock_filter, BpfProgram};
 
@@ -65,6 +73,64 @@ fn x32_guard() -> Vec<sock_filter> {
     ]
 }
 
+/// The `watch_net` filter, its matches returning `SECCOMP_RET_USER_NOTIF`.
+pub fn watch_program() -> Result<BpfProgram, String> {
+    if !compiled::AVAILABLE {
+        return Err(format!(
+            "no seccomp policy for {} yet",
+            std::env::consts::ARCH
+        ));
+    }
+    let ret_k = u16::try_from(libc::BPF_RET | libc::BPF_K).unwrap_or(0x06);
+    let program: BpfProgram = compiled::WATCH_NET
+        .iter()
+        .map(instruction)
+        .map(|mut i| {
+            if i.code == ret_k && i.k == libc::SECCOMP_RET_LOG {
+                i.k = libc::SECCOMP_RET_USER_NOTIF;
+            }
+            i
+        })
+        .collect();
+    if !program
+        .iter()
+        .any(|i| i.code == ret_k && i.k == libc::SECCOMP_RET_USER_NOTIF)
+    {
+        return Err("the watch_net filter compiled without a match".into());
+    }
+    Ok(program)
+}
+
+/// Installs `program` on the calling thread and returns its notification
+/// listener (close-on-exec). Requires no_new_privs.
+pub(crate) fn apply_with_listener(program: &BpfProgram) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| "filter too long".to_string())?,
+        filter: program.as_ptr().cast_mut().cast(),
+    };
+    // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) reads `prog`, which points
+    // at `program`'s instructions (sock_filter has the kernel's layout);
+    // both outlive the call. The kernel copies the filter.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "installing the network watch filter: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let fd = i32::try_from(fd).map_err(|_| "impossible fd".to_string())?;
+    // SAFETY: the kernel just returned this new fd, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 /// Installs the filters on the calling thread (inherited by every child).
 /// Requires no_new_privs.
 pub fn apply(programs: &[BpfProgram]) -> Result<(), String> {
@@ -99,6 +165,23 @@ mod tests {
             "{} instructions",
             programs[0].len()
         );
+    }
+
+    #[test]
+    fn watch_filter_notifies_instead_of_logging() {
+        let program = watch_program().expect("x86_64 policy");
+        let ret_k = u16::try_from(libc::BPF_RET | libc::BPF_K).expect("fits");
+        let returns: Vec<u32> = program
+            .iter()
+            .filter(|i| i.code == ret_k)
+            .map(|i| i.k)
+            .collect();
+        assert!(
+            returns.contains(&libc::SECCOMP_RET_USER_NOTIF),
+            "{returns:x?}"
+        );
+        assert!(returns.contains(&libc::SECCOMP_RET_ALLOW), "{returns:x?}");
+        assert!(!returns.contains(&libc::SECCOMP_RET_LOG), "{returns:x?}");
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -28,6 +30,7 @@ use crate::error::SandboxError;
 use crate::ids::{self, HostIds};
 use crate::init::INIT_ARGV0;
 use crate::netns::EgressSockets;
+use crate::netwatch::{Attempt, NetWatch};
 use crate::proto::{self, FromInit, ToInit, MAX_MESSAGE};
 use crate::teardown::{self, Namespaces, TeardownReport};
 
@@ -119,6 +122,57 @@ pub struct Sandbox {
     mask: MaskReader,
     /// The egress proxy's sockets, until the runner takes them.
     egress: Option<EgressSockets>,
+    /// Serves the network watch filter for the sandbox's life.
+    netwatch: Option<Watcher>,
+}
+
+/// Where a sandbox's network [`Attempt`]s go.
+pub type AttemptSink = Box<dyn FnMut(Attempt) + Send>;
+
+/// The thread that answers a sandbox's network watch filter. Every call of
+/// the job waits for it, so it runs from the moment the filter exists,
+/// whether or not anyone listens for attempts; it ends when the sandbox's
+/// processes are gone or the sandbox is dropped, and the sink (with
+/// whatever it holds) is dropped with the sandbox.
+struct Watcher {
+    sink: Arc<Mutex<Option<AttemptSink>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Watcher {
+    fn start(watch: NetWatch, pid: i32) -> Result<Watcher, SandboxError> {
+        let sink: Arc<Mutex<Option<AttemptSink>>> = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (to, stopped) = (Arc::clone(&sink), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name(format!("netwatch-{pid}"))
+            .spawn(move || {
+                watch.serve(&stopped, &mut |attempt| {
+                    if let Ok(mut sink) = to.lock() {
+                        if let Some(sink) = sink.as_mut() {
+                            sink(attempt);
+                        }
+                    }
+                });
+            })
+            .map_err(|e| SandboxError::io("start the network watch thread", e))?;
+        Ok(Watcher { sink, stop })
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(mut sink) = self.sink.lock() {
+            *sink = None;
+        }
+    }
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
 }
 
 /// Namespaces every sandbox gets at clone. The cgroup namespace comes
@@ -210,6 +264,7 @@ impl Sandbox {
             buf: vec![0; MAX_MESSAGE + 1],
             mask: MaskReader::default(),
             egress: None,
+            netwatch: None,
         };
         // From here on, dropping `sandbox` on an error kills and reaps it.
         write_id_maps(pid, ids)?;
@@ -262,6 +317,48 @@ impl Sandbox {
     /// job without egress). Dropping them leaves the job without a way out.
     pub fn take_egress(&mut self) -> Option<EgressSockets> {
         self.egress.take()
+    }
+
+    /// Sends every attempt of the job to reach an address other than
+    /// loopback (see [`crate::netwatch`]) to `sink`, from another thread,
+    /// until the sandbox is dropped (then `sink` is dropped too). `false`
+    /// when the sandbox has no network watch (the seccomp layer is off).
+    pub fn on_network_attempt(&self, sink: AttemptSink) -> bool {
+        let Some(watcher) = &self.netwatch else {
+            return false;
+        };
+        match watcher.sink.lock() {
+            Ok(mut slot) => {
+                *slot = Some(sink);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Reads `Watching` and copies the listener out of the init.
+    fn take_watch_listener(&mut self) -> Result<NetWatch, SandboxError> {
+        let got = proto::recv(self.control.as_fd(), &mut self.buf)
+            .map_err(|e| SandboxError::Control(e.to_string()))?;
+        let fd = match got {
+            Some((FromInit::Watching { fd }, _)) => fd,
+            Some((FromInit::SetupFailed { stage, error }, _)) => {
+                return Err(SandboxError::Setup { stage, error })
+            }
+            Some((other, _)) => {
+                return Err(SandboxError::Protocol(format!(
+                    "expected Watching from the sandbox init, got {other:?}"
+                )))
+            }
+            None => return Err(SandboxError::InitDied(self.exit_description())),
+        };
+        let listener = rustix::process::pidfd_getfd(
+            &self.pidfd,
+            fd,
+            rustix::process::PidfdGetfdFlags::empty(),
+        )
+        .map_err(|e| SandboxError::io("take the network watch listener", e))?;
+        NetWatch::new(listener)
     }
 
     /// The init's pid in the host's pid namespace.
@@ -616,6 +713,10 @@ impl Spare {
                 ))
             }
         };
+        if config.layers.seccomp {
+            let watch = sandbox.take_watch_listener()?;
+            sandbox.netwatch = Some(Watcher::start(watch, sandbox.pid())?);
+        }
         Ok(sandbox)
     }
 }

@@ -32,6 +32,10 @@ fn main() {
             egress_sockets,
         ),
         Trial::test(
+            "attempts_to_bypass_the_proxy_are_seen_and_fail",
+            network_attempts,
+        ),
+        Trial::test(
             "artifact_symlinks_cannot_reach_the_host",
             artifact_symlink_escape,
         ),
@@ -413,6 +417,70 @@ fn egress_sockets() -> Result<(), Failed> {
         datagram.get(..n) == Some(&b"query\n"[..]) && from.ip().is_loopback(),
         format!("dns socket got {:?} from {from}", datagram.get(..n)),
     )?;
+    check(job.sandbox.destroy()?.is_clean(), "teardown left something")
+}
+
+/// Every call that names a destination other than loopback is reported
+/// (with the call and the address) and still fails in the kernel; loopback
+/// and unix sockets are not reported.
+fn network_attempts() -> Result<(), Failed> {
+    let mut job = job()?;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = std::sync::Arc::clone(&seen);
+    let watching = job.sandbox.on_network_attempt(Box::new(move |a| {
+        if let Ok(mut seen) = into.lock() {
+            seen.push(a);
+        }
+    }));
+    check(watching, "no network watch with every layer on")?;
+    let script = r#"python3 - <<'PY'
+import errno, socket
+def attempt(name, f):
+    try:
+        f()
+        print(name, "ok")
+    except OSError as e:
+        print(name, errno.errorcode.get(e.errno, e.errno))
+tcp = lambda: socket.create_connection(("198.51.100.7", 443), timeout=3)
+tcp6 = lambda: socket.socket(socket.AF_INET6).connect(("2001:db8::7", 8443))
+udp = lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("198.51.100.8", 53))
+msg = lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendmsg([b"x"], [], 0, ("198.51.100.9", 123))
+local = lambda: socket.create_connection(("127.0.0.1", 9), timeout=3)
+unix = lambda: socket.socket(socket.AF_UNIX).connect("/tmp/nothing")
+for name, f in [("tcp", tcp), ("tcp6", tcp6), ("udp", udp), ("msg", msg), ("local", local), ("unix", unix)]:
+    attempt(name, f)
+PY"#;
+    let (outcome, out) = run(&mut job, script, T)?;
+    check(
+        outcome == CommandOutcome::Exited(0),
+        format!("{outcome:?}: {out}"),
+    )?;
+    for line in [
+        "tcp ENETUNREACH",
+        "tcp6 ENETUNREACH",
+        "udp ENETUNREACH",
+        "msg ENETUNREACH",
+        "local ECONNREFUSED",
+        "unix ENOENT",
+    ] {
+        check(out.contains(line), format!("no {line:?} in {out:?}"))?;
+    }
+    let seen: Vec<(String, String)> = seen
+        .lock()
+        .map_err(|_| "poisoned")?
+        .iter()
+        .map(|a| (a.syscall.to_string(), a.addr.to_string()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("connect", "198.51.100.7:443"),
+        ("connect", "[2001:db8::7]:8443"),
+        ("sendto", "198.51.100.8:53"),
+        ("sendmsg", "198.51.100.9:123"),
+    ]
+    .iter()
+    .map(|(s, a)| ((*s).to_string(), (*a).to_string()))
+    .collect();
+    check(seen == want, format!("attempts seen: {seen:?}"))?;
     check(job.sandbox.destroy()?.is_clean(), "teardown left something")
 }
 
