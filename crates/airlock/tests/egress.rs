@@ -213,8 +213,9 @@ r routes6 "$(grep -vc ' lo$' /proc/net/ipv6_route)"
 
 /// Acceptance of the network issue, points 1 and 2, in one job: what the
 /// allowlist names works over plain HTTP and CONNECT; everything else
-/// fails, each attempt the proxy sees with an event saying why; the job
-/// has no route but loopback; the host gains no interface or rule.
+/// fails, each attempt with an event saying why (from the proxy, or from
+/// the network watch for calls that bypass it); the job has no route but
+/// loopback; the host gains no interface or rule.
 #[test]
 fn e2e_egress_allowlist_is_the_only_way_out() {
     if !have("curl") || !have("python3") {
@@ -327,6 +328,19 @@ fn e2e_egress_allowlist_is_the_only_way_out() {
         );
     }
     find("dns", "ok.test", 53, true);
+    // Calls that named an address themselves are seen too, with the call.
+    for (host, port, call) in [
+        ("198.51.100.7", 443, "connect()"),
+        ("2001:db8::7", 443, "connect()"),
+        ("198.51.100.7", 53, "sendto()"),
+    ] {
+        let e = find("direct", host, port, false);
+        let detail = e["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(call) && detail.contains("bypassed the egress proxy"),
+            "{e}"
+        );
+    }
     // The same events are in the audit log.
     let audit = w.airlock(&["audit", "show", "--json"]);
     assert!(
@@ -372,5 +386,41 @@ fn e2e_secret_in_a_requested_name_is_redacted_from_egress_events() {
         !audit.stdout.contains(secret),
         "audit log: {}",
         audit.stdout
+    );
+}
+
+/// A job without network that keeps trying to get out: each attempt fails
+/// and is recorded, up to the per-job cap, and then one event counts the
+/// rest (a loop of attempts cannot flood the record or the audit log).
+#[test]
+fn e2e_attempts_without_network_are_recorded_up_to_a_cap() {
+    if !have("python3") {
+        panic!("this test needs python3 on the host (apt-get install python3)");
+    }
+    let w = World::new();
+    let file = w.pipeline(
+        "none.yml",
+        "version: 1\nname: none\njobs:\n  quiet:\n    steps:\n      - run: |\n          python3 -c '\n          import socket\n          for i in range(300):\n              try: socket.create_connection((\"198.51.100.7\", 1000 + i), timeout=1)\n              except OSError as e: assert e.errno == 101, e\n          '\n",
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let shown = w.show(&doc["run"].to_string());
+    let egress = job(&shown, "quiet")["egress"].as_array().unwrap().clone();
+    assert_eq!(egress.len(), 257, "{egress:#?}");
+    let first = &egress[0];
+    assert_eq!(first["kind"], "direct");
+    assert_eq!(first["host"], "198.51.100.7");
+    assert_eq!(first["port"], 1000);
+    assert!(
+        first["detail"].as_str().unwrap().contains("network: none"),
+        "{first}"
+    );
+    let last = &egress[256];
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("44 more attempts"),
+        "{last}"
     );
 }

@@ -77,12 +77,14 @@ pub enum Event {
         reason: String,
     },
     /// A job's egress proxy or DNS responder handled a connection or a
-    /// query, allowed or denied (reported when it ends). Names the job
-    /// chose are redacted with the job's secrets.
+    /// query, allowed or denied (reported when it ends), or a call of the
+    /// job tried to reach an address directly. Names the job chose are
+    /// redacted with the job's secrets.
     Egress {
         /// Job id.
         job: String,
-        /// `http` (a proxied request), `connect` (a tunnel) or `dns`.
+        /// `http` (a proxied request), `connect` (a tunnel), `dns`, or
+        /// `direct` (a call that named an address, bypassing the proxy).
         kind: String,
         /// The host the job asked for.
         host: String,

@@ -210,7 +210,7 @@ fn run_with_secrets(
     // What the job's names are redacted with when they show in egress
     // events: its secrets, and the values it registers as it runs.
     let masks = Mutex::new(redactor.as_ref().map(|r| Arc::clone(r.patterns())));
-    let (connections, reported) = std::sync::mpsc::channel();
+    let (seen, reported) = std::sync::mpsc::channel::<Seen>();
     let proxy = match (sandbox.take_egress(), &plan.egress) {
         (Some(sockets), Some(allow)) => {
             let mut config = net::Config::new(allow.clone());
@@ -219,10 +219,10 @@ fn run_with_secrets(
                 proxy: sockets.proxy,
                 dns: Some(sockets.dns),
             };
-            let sink = Mutex::new(connections);
+            let sink = Mutex::new(seen.clone());
             let sink: Arc<dyn Fn(net::Connection) + Send + Sync> = Arc::new(move |c| {
                 if let Ok(tx) = sink.lock() {
-                    let _ = tx.send(c);
+                    let _ = tx.send(Seen::Connection(c));
                 }
             });
             match net::serve(config, listeners, sink) {
@@ -232,19 +232,36 @@ fn run_with_secrets(
                 }
             }
         }
-        _ => {
-            drop(connections);
-            None
-        }
+        _ => None,
     };
-    let mut outcome = std::thread::scope(|scope| {
-        // Each connection becomes an event as it ends. The thread ends when
-        // the proxy (the only sender) is shut down.
+    // Calls that try to get past the proxy (they fail: no route).
+    sandbox.on_network_attempt(Box::new(move |a| {
+        let _ = seen.send(Seen::Attempt(a));
+    }));
+    let (mut outcome, destroyed) = std::thread::scope(|scope| {
+        // Each connection and attempt becomes an event as it ends. The
+        // thread ends when both senders are gone: the proxy's at its
+        // shutdown, the sandbox's when it is destroyed.
         let reporter = std::thread::Builder::new()
             .name(format!("egress-{}", plan.id))
             .spawn_scoped(scope, || {
-                for c in reported {
-                    ctx.bus.emit(egress_event(&plan.id, c, &masks));
+                let mut direct = 0usize;
+                for s in reported {
+                    let event = match s {
+                        Seen::Connection(c) => egress_event(&plan.id, c, &masks),
+                        Seen::Attempt(a) => {
+                            direct += 1;
+                            if direct > MAX_ATTEMPT_EVENTS {
+                                continue;
+                            }
+                            attempt_event(&plan.id, &a, plan.egress.is_some())
+                        }
+                    };
+                    ctx.bus.emit(event);
+                }
+                if direct > MAX_ATTEMPT_EVENTS {
+                    ctx.bus
+                        .emit(unrecorded_attempts(&plan.id, direct - MAX_ATTEMPT_EVENTS));
                 }
             });
         let mut outcome = run_steps(
@@ -264,16 +281,17 @@ fn run_with_secrets(
         if let Some(proxy) = proxy {
             proxy.shutdown();
         }
+        if let Ok(mut k) = ctx.killers.lock() {
+            k.retain(|(id, _)| id != &plan.id);
+        }
+        let destroyed = sandbox.destroy();
         if let Ok(reporter) = reporter {
             let _ = reporter.join();
         }
-        outcome
+        (outcome, destroyed)
     });
 
-    if let Ok(mut k) = ctx.killers.lock() {
-        k.retain(|(id, _)| id != &plan.id);
-    }
-    match sandbox.destroy() {
+    match destroyed {
         Ok(report) if report.is_clean() => {}
         Ok(report) => {
             ctx.bus.emit(Event::TeardownFailed {
@@ -531,6 +549,57 @@ fn add_mask(
             });
         }
         Err(e) => refused(e.to_string()),
+    }
+}
+
+/// What a job's egress reporter hears about.
+enum Seen {
+    /// The proxy or DNS responder finished a connection or query.
+    Connection(net::Connection),
+    /// A call of the job named an address other than loopback.
+    Attempt(sandbox::Attempt),
+}
+
+/// Attempts to bypass the proxy recorded per job; a job in a loop of them
+/// gets one more event with the count of the rest.
+const MAX_ATTEMPT_EVENTS: usize = 256;
+
+/// The event for a call that tried to reach `a.addr` directly.
+fn attempt_event(job: &str, a: &sandbox::Attempt, egress: bool) -> Event {
+    let why = if egress {
+        "bypassed the egress proxy; the job's network has no route but loopback"
+    } else {
+        "the job has no network (network: none): no route but loopback"
+    };
+    Event::Egress {
+        job: job.into(),
+        kind: "direct".into(),
+        host: a.addr.ip().to_string(),
+        port: a.addr.port(),
+        addr: Some(a.addr.to_string()),
+        allowed: false,
+        detail: format!("{}() to {} {why}", a.syscall, a.addr),
+        bytes_up: 0,
+        bytes_down: 0,
+        took: Duration::ZERO,
+    }
+}
+
+/// The event that closes a flood of attempts.
+fn unrecorded_attempts(job: &str, count: usize) -> Event {
+    Event::Egress {
+        job: job.into(),
+        kind: "direct".into(),
+        host: "*".into(),
+        port: 0,
+        addr: None,
+        allowed: false,
+        detail: format!(
+            "{count} more attempts to reach addresses but loopback were not recorded (at most {MAX_ATTEMPT_EVENTS} per job)"
+        ),
+        bytes_up: 0,
+        bytes_down: 0,
+        took: Duration::ZERO,
     }
 }
 

@@ -241,7 +241,8 @@ pub struct JobRecord {
 pub struct Egress {
     /// When it ended.
     pub at: Timestamp,
-    /// `http` (a proxied request), `connect` (a tunnel) or `dns`.
+    /// `http` (a proxied request), `connect` (a tunnel), `dns`, or
+    /// `direct` (a call that named an address itself, bypassing the proxy).
     pub kind: String,
     /// The host the job asked for (a name or an IP literal).
     pub host: String,

@@ -79,13 +79,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN degraded TEXT NOT NULL DEFAULT '[]';
     ",
     // 3: every connection a job's egress proxy and DNS responder handled,
-    // allowed or denied. `detail` is the rule that allowed it or why it was
-    // denied; `at` is when it ended (unix milliseconds).
+    // allowed or denied, and every attempt of the job to reach an address
+    // directly (`direct`, always denied). `detail` is the rule that allowed
+    // it or why it was denied; `at` is when it ended (unix milliseconds).
     r"
     CREATE TABLE egress (
         job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
         at          INTEGER NOT NULL,
-        kind        TEXT    NOT NULL CHECK (kind IN ('http','connect','dns')),
+        kind        TEXT    NOT NULL CHECK (kind IN ('http','connect','dns','direct')),
         host        TEXT    NOT NULL,
         port        INTEGER NOT NULL,
         addr        TEXT,
