@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # Redaction end to end: wall time of `airlock run` on a job that writes
 # 1 GiB of build-log text to stdout, with 0, 10 and 60 secrets leased (so
-# redacted), in ONE hyperfine run. Goal (the secrets issue): at most 5%
-# overhead with secrets against the same job without.
+# redacted), measured with hyperfine in interleaved rounds. Goal (the
+# secrets issue): at most 5% overhead with secrets against the same job
+# without.
+#
+# Method: each round runs every command once, in an order rotated from
+# round to round, so that drift (other work on the machine, the page
+# cache, the disk) touches every command alike instead of the last one
+# measured. Before each run, untimed: the previous run's 1 GiB log is
+# deleted and `sync` waits until the disk has written everything, so no
+# run pays for the writeback of another's log.
 #
 # Usage: benches/output.sh          (as root)
 #
 # Environment:
 #   AIRLOCK   airlock binary [default: $CARGO_TARGET_DIR/release/airlock, else
 #             target/release/airlock; built with cargo if missing]
-#   RUNS      measured runs per command [default: 5]
-#   WARMUP    warmup runs per command [default: 1]
+#   RUNS      measured rounds, one run of each command per round [default: 10]
+#   WARMUP    warmup rounds, untimed [default: 1]
 #   SECRETS   secret counts to compare, space-separated; the first is the
 #             baseline [default: "0 10 60"; a job may lease at most 63]
 #   OUT       results directory [default: target/bench/output]
 #
-# Writes OUT/output.json and OUT/output.md (hyperfine exports),
+# Writes OUT/output.json (every run's time, per command, and the
+# statistics), OUT/rounds/*.json (hyperfine's export of each round),
 # OUT/summary.txt (the table printed at the end) and OUT/machine.txt.
 # The job's output goes where a run's output goes (the terminal display,
 # here to /dev/null, and the job's log file); each run's log (1 GiB) is
@@ -25,7 +34,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-runs="${RUNS:-5}"
+runs="${RUNS:-10}"
 warmup="${WARMUP:-1}"
 counts="${SECRETS:-0 10 60}"
 out="${OUT:-target/bench/output}"
@@ -186,7 +195,7 @@ rm -rf -- "$home/runs"
     echo "airlock:   $("$airlock" --version) ($airlock)"
     echo "checkout:  $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)${AIRLOCK:+ (the binary came from AIRLOCK and may be of another tree)}"
     echo "job:       $bytes bytes to stdout ($repeat x a 1 MiB sample); secrets: $counts"
-    echo "runs:      $runs (warmup $warmup), output to /dev/null"
+    echo "runs:      $runs interleaved rounds (warmup $warmup), output to /dev/null"
     echo "load:      $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min, before the run)"
 } >"$out/machine.txt"
 cat "$out/machine.txt"
@@ -209,37 +218,83 @@ if ((busy > 20)); then
     echo "output.sh: warning: the CPUs are ${busy}% busy with other work; figures will be noisy" >&2
 fi
 
-commands=()
-for n in $counts; do
-    commands+=(-n "$n secrets" "$airlock --home $home run $work/out-$n.yml")
+# Warmup rounds (besides the check above), untimed.
+for ((w = 0; w < warmup; w++)); do
+    for n in $counts; do
+        rm -rf -- "$home/runs"
+        "$airlock" --home "$home" run "$work/out-$n.yml" >/dev/null
+    done
 done
-# --prepare: each run's 1 GiB log is deleted before the next one (untimed).
-hyperfine -N --warmup "$warmup" --runs "$runs" --output=null \
-    --prepare "rm -rf -- $home/runs" \
-    --export-json "$out/output.json" \
-    --export-markdown "$out/output.md" \
-    "${commands[@]}"
+
+# The measured rounds: hyperfine runs each command once, in an order
+# rotated by one every round. --prepare (untimed): delete the previous
+# run's log and wait for the disk.
+read -r -a order <<<"$counts"
+rm -rf -- "$out/rounds"
+mkdir -p "$out/rounds"
+: >"$out/load.txt"
+for ((r = 0; r < runs; r++)); do
+    busy=$(cpu_busy)
+    commands=()
+    k=${#order[@]}
+    for ((i = 0; i < k; i++)); do
+        n=${order[$(((i + r) % k))]}
+        commands+=(-n "$n secrets" "$airlock --home $home run $work/out-$n.yml")
+    done
+    echo "round $((r + 1))/$runs (CPUs ${busy}% busy with other work before it)"
+    echo "$((r + 1)) $busy $(cut -d' ' -f1 /proc/loadavg)" >>"$out/load.txt"
+    hyperfine -N --runs 1 --output=null --style basic \
+        --prepare "sh -c 'rm -rf -- $home/runs && sync'" \
+        --export-json "$out/rounds/$r.json" \
+        "${commands[@]}" | grep -E '^(Benchmark|  Time)'
+done
 
 echo
-python3 - "$out/output.json" "$bytes" <<'PY' | tee "$out/summary.txt"
-import json, sys
+python3 - "$out" "$bytes" "$counts" <<'PY' | tee "$out/summary.txt"
+import glob, json, os, statistics, sys
 
-doc = json.load(open(sys.argv[1]))
-size = int(sys.argv[2])
-rows = doc["results"]
+out, size, counts = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+names = [f"{n} secrets" for n in counts]
+runs = {name: [] for name in names}
+for path in sorted(glob.glob(os.path.join(out, "rounds", "*.json"))):
+    for r in json.load(open(path))["results"]:
+        runs[r["command"]].append(
+            {"time": r["times"][0], "user": r["user"], "system": r["system"]})
+loads = [line.split() for line in open(os.path.join(out, "load.txt"))]
+busy = [int(l[1]) for l in loads]
+
+def stats(name):
+    t = [x["time"] for x in runs[name]]
+    return {"command": name, "times": t, "mean": statistics.mean(t),
+            "stddev": statistics.stdev(t) if len(t) > 1 else 0.0,
+            "median": statistics.median(t), "min": min(t), "max": max(t),
+            "user": statistics.mean(x["user"] for x in runs[name]),
+            "system": statistics.mean(x["system"] for x in runs[name])}
+
+rows = [stats(n) for n in names]
+json.dump({"method": "interleaved rounds, rotated order, rm + sync before each run",
+           "cpu_busy_before_rounds_percent": busy, "results": rows},
+          open(os.path.join(out, "output.json"), "w"), indent=2)
 base = rows[0]
-print(f"{'command':<12} {'mean s':>8} {'σ':>6} {'median':>8} {'min':>8} {'max':>8} {'MB/s':>7} {'overhead':>9}"
-      f"   ({len(base['times'])} runs)")
+print(f"{'command':<12} {'mean s':>8} {'σ':>6} {'median':>8} {'min':>8} {'max':>8} {'MB/s':>7} "
+      f"{'overhead':>9} {'user':>6} {'sys':>6}   ({len(base['times'])} rounds)")
 for r in rows:
     over = (r["mean"] / base["mean"] - 1) * 100
-    print(f"{r['command']:<12} {r['mean']:8.3f} {r['stddev'] or 0:6.3f} {r['median']:8.3f} "
-          f"{r['min']:8.3f} {r['max']:8.3f} {size / r['mean'] / 1e6:7.1f} {over:+8.1f}%")
+    print(f"{r['command']:<12} {r['mean']:8.3f} {r['stddev']:6.3f} {r['median']:8.3f} "
+          f"{r['min']:8.3f} {r['max']:8.3f} {size / r['mean'] / 1e6:7.1f} {over:+8.1f}% "
+          f"{r['user']:6.2f} {r['system']:6.2f}")
 print()
+print(f"CPUs busy with other work before the rounds: {min(busy)}-{max(busy)}% "
+      f"(median {statistics.median(busy)}%)")
 for r in rows[1:]:
     mean = (r["mean"] / base["mean"] - 1) * 100
     med = (r["median"] / base["median"] - 1) * 100
-    print(f"{r['command']} vs {base['command']}: {mean:+.1f}% by mean, {med:+.1f}% by median "
+    # Paired: each round's run against the baseline's run of the same
+    # round, which saw the same machine; less sensitive to drift.
+    paired = statistics.median(t / b - 1 for t, b in zip(r["times"], base["times"])) * 100
+    print(f"{r['command']} vs {base['command']}: {mean:+.1f}% by mean, {med:+.1f}% by median, "
+          f"{paired:+.1f}% by the median of the rounds' ratios "
           f"(goal: at most +5%) -> {'MET' if max(mean, med) <= 5 else 'NOT MET'}")
 PY
 echo
-echo "results: $out/output.json, $out/output.md, $out/summary.txt, $out/machine.txt"
+echo "results: $out/output.json, $out/rounds/, $out/summary.txt, $out/machine.txt"
