@@ -225,14 +225,11 @@ fn run_with_secrets(
                     let _ = tx.send(Seen::Connection(c));
                 }
             });
-            match net::serve(config, listeners, sink) {
-                Ok(server) => Some(server),
-                Err(e) => {
-                    return failed(None, format!("cannot start the egress proxy: {e}"), false)
-                }
-            }
+            net::serve(config, listeners, sink)
+                .map(Some)
+                .map_err(|e| format!("cannot start the egress proxy: {e}"))
         }
-        _ => None,
+        _ => Ok(None),
     };
     // Calls that try to get past the proxy (they fail: no route).
     sandbox.on_network_attempt(Box::new(move |a| {
@@ -264,21 +261,26 @@ fn run_with_secrets(
                         .emit(unrecorded_attempts(&plan.id, direct - MAX_ATTEMPT_EVENTS));
                 }
             });
-        let mut outcome = run_steps(
-            &mut sandbox,
-            plan,
-            ctx,
-            deadline,
-            &secret_env,
-            redactor,
-            &masks,
-        );
+        // Fail closed: without its proxy, a job that needs the network
+        // does not run at all.
+        let mut outcome = match &proxy {
+            Ok(_) => run_steps(
+                &mut sandbox,
+                plan,
+                ctx,
+                deadline,
+                &secret_env,
+                redactor,
+                &masks,
+            ),
+            Err(why) => failed(None, why.clone(), false),
+        };
         if outcome.status == Status::Success && !plan.artifacts.is_empty() {
             if let Err(e) = collect_artifacts(&sandbox, plan, ctx.run_dir) {
                 outcome = failed(None, format!("artifacts: {e}"), false);
             }
         }
-        if let Some(proxy) = proxy {
+        if let Ok(Some(proxy)) = proxy {
             proxy.shutdown();
         }
         if let Ok(mut k) = ctx.killers.lock() {
