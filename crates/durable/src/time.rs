@@ -132,6 +132,28 @@ mod tests {
     }
 
     #[test]
+    fn every_day_round_trips_through_days_from_civil() {
+        // Inverse of civil_from_days, to check 800 years of calendar.
+        fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+            let y = if m <= 2 { y - 1 } else { y };
+            let era = y.div_euclid(400);
+            let yoe = y.rem_euclid(400);
+            let mp = (m + 9) % 12;
+            let doy = (153 * mp + 2) / 5 + d - 1;
+            let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+            era * 146_097 + doe - 719_468
+        }
+        let mut previous = civil_from_days(-146_097 - 1);
+        for days in -146_097..146_097 {
+            let (y, m, d) = civil_from_days(days);
+            assert!((1..=12).contains(&m) && (1..=31).contains(&d));
+            assert_eq!(days_from_civil(y, m, d), days);
+            assert!((y, m, d) > previous);
+            previous = (y, m, d);
+        }
+    }
+
+    #[test]
     fn arithmetic_saturates() {
         let t = Timestamp::from_unix_millis(1_000);
         assert_eq!(

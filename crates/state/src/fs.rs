@@ -1,35 +1,21 @@
 //! Private directories and files of the state home.
 
-use std::fs::{self, DirBuilder, OpenOptions, Permissions};
+use std::fs::{self, DirBuilder, Permissions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::StateError;
 
-/// Mode of directories Airlock creates: owner only.
-const DIR_MODE: u32 = 0o700;
-/// Mode of the database file (SQLite gives its `-wal` and `-shm` files the
-/// same mode).
-const DB_MODE: u32 = 0o600;
+use durable::fs::DIR_MODE;
 
-/// Creates `path` and any missing parents with mode 0700. An existing
-/// directory is left as it is: its owner chose its mode.
+/// Creates `path` and any missing parents with mode 0700 (see
+/// [`durable::fs::create_private_dir_all`]).
 pub(crate) fn create_private_dir_all(path: &Path) -> Result<(), StateError> {
-    if path.is_dir() {
-        return Ok(());
-    }
-    let err = |source| StateError::CreateDir {
+    durable::fs::create_private_dir_all(path).map_err(|source| StateError::CreateDir {
         path: path.to_owned(),
         source,
-    };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(path)
-        .map_err(err)?;
-    // The umask may have taken bits away; never added any. Set exactly.
-    fs::set_permissions(path, Permissions::from_mode(DIR_MODE)).map_err(err)
+    })
 }
 
 /// Creates the directory `path` (its parent must exist) with mode 0700.
@@ -53,17 +39,11 @@ pub(crate) fn create_run_dir(path: &Path) -> Result<(), StateError> {
 }
 
 /// Creates the database file with mode 0600 if it does not exist yet, so
-/// that SQLite never creates it world-readable.
+/// that SQLite never creates it world-readable (SQLite gives its `-wal` and
+/// `-shm` files the same mode).
 pub(crate) fn create_private_file(path: &Path) -> Result<(), StateError> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(DB_MODE)
-        .open(path)
-        .map(drop)
-        .map_err(|source| StateError::CreateDb {
-            path: path.to_owned(),
-            source,
-        })
+    durable::fs::create_private_file(path).map_err(|source| StateError::CreateDb {
+        path: path.to_owned(),
+        source,
+    })
 }

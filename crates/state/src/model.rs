@@ -283,7 +283,7 @@ pub struct StepRecord {
 
 /// `finished - started` when both are known.
 pub(crate) fn duration(started: Option<Timestamp>, finished: Option<Timestamp>) -> Option<u64> {
-    Some(started?.millis_until(finished?))
+    u64::try_from(started?.until(finished?).as_millis()).ok()
 }
 
 #[cfg(test)]

@@ -13,6 +13,11 @@ use std::thread;
 use state::{Egress, JobEnd, NewJob, NewRun, StateError, Status, Store, Timestamp};
 use tempfile::TempDir;
 
+/// Whole milliseconds from `a` to `b`.
+fn millis(a: Timestamp, b: Timestamp) -> u64 {
+    u64::try_from(a.until(b).as_millis()).expect("a test duration fits in u64")
+}
+
 fn home() -> (TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("home")).expect("open store");
@@ -166,7 +171,7 @@ fn get_run_returns_exactly_what_was_written() {
     assert!(before <= summary.started_at && summary.started_at <= finished && finished <= after);
     assert_eq!(
         summary.duration_ms,
-        Some(summary.started_at.millis_until(finished))
+        Some(millis(summary.started_at, finished))
     );
     assert_eq!(
         (
@@ -194,7 +199,7 @@ fn get_run_returns_exactly_what_was_written() {
         lint.finished_at.expect("lint finished"),
     );
     assert!(summary.started_at <= start && start <= stop && stop <= finished);
-    assert_eq!(lint.duration_ms, Some(start.millis_until(stop)));
+    assert_eq!(lint.duration_ms, Some(millis(start, stop)));
     assert_eq!(lint.steps.len(), 2);
     for (index, (step, name)) in lint.steps.iter().zip(["fmt", "clippy"]).enumerate() {
         assert_eq!(step.index, index);
@@ -206,7 +211,7 @@ fn get_run_returns_exactly_what_was_written() {
             step.finished_at.expect("finished"),
         );
         assert!(start <= s && s <= f && f <= stop);
-        assert_eq!(step.duration_ms, Some(s.millis_until(f)));
+        assert_eq!(step.duration_ms, Some(millis(s, f)));
     }
 
     let build = &record.jobs[1];
