@@ -23,8 +23,8 @@ use zeroize::Zeroize;
 
 use crate::patterns::Matcher;
 
-/// Bytes carried to the next chunk: fewer than the filter's prefix length
-/// (at most 16).
+/// Bytes carried to the next chunk: fewer than the filter's prefix length,
+/// which is at most 32 bytes (`MAX_PREFIX` in `filter.rs`).
 const CARRY: usize = 32;
 
 /// Where the scan of a stream stands.
