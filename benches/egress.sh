@@ -22,6 +22,8 @@
 #   ROUNDS       requests/s rounds per target [default: 3]
 #   CONCURRENCY  requests in flight for requests/s [default: 16]
 #   SAMPLES      latency samples per target [default: 2000]
+#   GAP_US       pause before each latency sample, in us [default: 0: back
+#                to back; the order of the targets rotates either way]
 #   PORT         first of three loopback ports: upstream, tinyproxy, airlock
 #                [default: 18180]
 #   OUT          results directory [default: target/bench/egress]
@@ -45,6 +47,7 @@ seconds="${SECONDS_RPS:-5}"
 rounds="${ROUNDS:-3}"
 concurrency="${CONCURRENCY:-16}"
 samples="${SAMPLES:-2000}"
+gap="${GAP_US:-0}"
 port="${PORT:-18180}"
 out="${OUT:-target/bench/egress}"
 
@@ -58,6 +61,7 @@ command -v tinyproxy >/dev/null ||
 for v in bytes runs rounds concurrency samples port; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "${v^^} must be a positive integer, got '${!v}'"
 done
+[[ "$gap" =~ ^[0-9]+$ ]] || die "GAP_US must be a non-negative integer, got '$gap'"
 [[ "$seconds" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "SECONDS_RPS must be a number, got '$seconds'"
 
 echo "egress.sh: building the examples (cargo build --release -p net --examples)" >&2
@@ -141,7 +145,7 @@ mkdir -p "$out"
     echo "tinyproxy: $(tinyproxy -v 2>&1 | head -1) (threads: one per connection; runs as $tp_user)"
     echo "airlock:   egress_proxy example, allowlist $up, max connections 1024"
     echo "checkout:  $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
-    echo "params:    bytes $bytes, runs $runs, rps $seconds s x $rounds rounds at concurrency $concurrency, latency $samples samples"
+    echo "params:    bytes $bytes, runs $runs, rps $seconds s x $rounds rounds at concurrency $concurrency, latency $samples samples, gap $gap us"
     echo "ports:     upstream $up_port, tinyproxy $tp_port, airlock $al_port (127.0.0.1)"
     echo "sysctl:    tcp_tw_reuse $(cat /proc/sys/net/ipv4/tcp_tw_reuse), ports $(tr '\t' - </proc/sys/net/ipv4/ip_local_port_range), pipe-max-size $(cat /proc/sys/fs/pipe-max-size)"
     echo "load:      $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min, before the run)"
@@ -174,7 +178,7 @@ fi
     --proxy "airlock=127.0.0.1:$al_port,$al_pid" \
     --subject airlock --peer tinyproxy \
     --bytes "$bytes" --runs "$runs" --seconds "$seconds" --rounds "$rounds" \
-    --concurrency "$concurrency" --samples "$samples" --out "$out" |
+    --concurrency "$concurrency" --samples "$samples" --gap-us "$gap" --out "$out" |
     tee "$out/summary.txt"
 echo
 echo "results: $out/bulk.csv, $out/rps.csv, $out/latency.csv, $out/results.json, $out/summary.txt, $out/machine.txt"

@@ -7,7 +7,8 @@
 //! egress_load measure --upstream ADDR [--upstream-pid PID]
 //!             [--proxy NAME=ADDR[,PID]]... [--subject airlock] [--peer tinyproxy]
 //!             [--bytes 1073741824] [--runs 5] [--seconds 5] [--rounds 3]
-//!             [--concurrency 16] [--samples 2000] [--parts bulk,rps,latency]
+//!             [--concurrency 16] [--samples 2000] [--gap-us 0]
+//!             [--parts bulk,rps,latency]
 //!             [--out DIR]
 //! ```
 //!
@@ -26,7 +27,11 @@
 //!   the response to the close, again and again for `--seconds`;
 //!   `--rounds` rounds. Only complete `200` responses count.
 //! - `latency`: sequential small GETs on new connections (blocking sockets,
-//!   `TCP_NODELAY`), `--samples` per target, interleaved sample by sample;
+//!   `TCP_NODELAY`), `--samples` per target, interleaved sample by sample
+//!   in a shuffled order (fixed seed): a proxy is still closing its connections
+//!   when the client has its answer, and that work lands in the next
+//!   target's sample, so no target may always follow the same one (`--gap-us` pauses before each sample; the CPUs then cool down
+//!   between samples and every figure rises);
 //!   each is the time from before `connect` to the first response byte.
 //!
 //! For every part it also reads the CPU time (user + system, from
@@ -154,6 +159,7 @@ struct Args {
     rounds: usize,
     concurrency: usize,
     samples: usize,
+    gap: Duration,
     parts: Vec<String>,
     out: Option<PathBuf>,
 }
@@ -183,6 +189,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Args {
         rounds: 3,
         concurrency: 16,
         samples: 2000,
+        gap: Duration::ZERO,
         parts: ["bulk", "rps", "latency"].map(String::from).to_vec(),
         out: None,
     };
@@ -217,6 +224,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Args {
             "--rounds" => args.rounds = count(),
             "--concurrency" => args.concurrency = count(),
             "--samples" => args.samples = count(),
+            "--gap-us" => args.gap = Duration::from_micros(num()),
             "--parts" => args.parts = value.split(',').map(String::from).collect(),
             "--out" => args.out = Some(PathBuf::from(&value)),
             other => panic!("unknown flag {other}"),
@@ -627,10 +635,29 @@ fn rps(args: &Args) -> (Value, String) {
 fn latency(args: &Args) -> (Value, String) {
     let mut csv = String::from("sample,target,us\n");
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut cpu: BTreeMap<&str, (Cpu, f64)> = BTreeMap::new();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     for i in 1..=args.samples {
-        for t in &args.targets {
+        // Shuffle the order: a proxy is still closing its two connections
+        // when the client has its answer, and that work lands on whichever
+        // target comes next.
+        let mut order: Vec<&Target> = args.targets.iter().collect();
+        for k in (1..order.len()).rev() {
+            let j = usize::try_from(rng.next() % (k as u64 + 1)).expect("j <= k");
+            order.swap(k, j);
+        }
+        for t in order {
+            std::thread::sleep(args.gap);
+            // CPU time is read around each sample, outside the timed part;
+            // clock ticks are coarse, but their sum over many samples is not.
+            let before = Cpu::now(t, args);
+            let started = Instant::now();
             let us = small_request(t, args.upstream)
                 .unwrap_or_else(|e| panic!("latency via {}: {e}", t.name));
+            let wall = started.elapsed().as_secs_f64();
+            let entry = cpu.entry(&t.name).or_default();
+            entry.0.add_since(before, Cpu::now(t, args));
+            entry.1 += wall;
             csv += &format!("{i},{},{us:.1}\n", t.name);
             samples.entry(&t.name).or_default().push(us);
         }
@@ -643,9 +670,19 @@ fn latency(args: &Args) -> (Value, String) {
     };
     let mut json = serde_json::Map::new();
     let mut text = format!(
-        "\nlatency: connect to first response byte, sequential, {} samples each, interleaved (µs)\n\
-         {:<10} {:>8} {:>8} {:>8} {:>8} {:>12}\n",
-        args.samples, "target", "p50", "p90", "p99", "max", "added p50"
+        "\nlatency: connect to first response byte, sequential, {} samples each, interleaved, {} µs apart (µs)\n\
+         {:<10} {:>8} {:>8} {:>8} {:>8} {:>10}   CPU µs per request: {:>5} {:>8} {:>6}\n",
+        args.samples,
+        args.gap.as_micros(),
+        "target",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "added p50",
+        "proxy",
+        "upstream",
+        "client"
     );
     for t in &args.targets {
         let mut v = samples[t.name.as_str()].clone();
@@ -656,18 +693,35 @@ fn latency(args: &Args) -> (Value, String) {
             percentile(&v, 99.0),
         );
         let max = v.last().copied().unwrap_or(0.0);
+        let (c, wall) = cpu[t.name.as_str()];
+        let per = |s: f64| s * 1e6 / v.len() as f64;
         text += &format!(
-            "{:<10} {p50:>8.1} {p90:>8.1} {p99:>8.1} {max:>8.1} {:>12.1}\n",
+            "{:<10} {p50:>8.1} {p90:>8.1} {p99:>8.1} {max:>8.1} {:>10.1}   {:>24.1} {:>8.1} {:>6.1}\n",
             t.name,
-            p50 - direct
+            p50 - direct,
+            per(c.proxy),
+            per(c.upstream),
+            per(c.client)
         );
         json.insert(
             t.name.clone(),
             json!({"p50_us": p50, "p90_us": p90, "p99_us": p99, "max_us": max,
-                   "added_p50_us": p50 - direct}),
+                   "added_p50_us": p50 - direct, "cpu": c.json(wall)}),
         );
     }
     (Value::Object(json), text)
+}
+
+/// A fixed-seed generator for the sample order (same order every run).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
 
 /// The issue's goals, `--subject` against `--peer` (and direct).
