@@ -36,7 +36,8 @@
 //!
 //! For every part it also reads the CPU time (user + system, from
 //! `/proc/PID/stat`) that the proxy, the upstream and this process used, so
-//! that contention on a small machine can be seen. It prints a summary (the
+//! that contention on a small machine can be seen, and the CPU time the
+//! rest of the machine used meanwhile ("other work", in % of one CPU). It prints a summary (the
 //! goals: `--subject` against `--peer`, ≥ 2× throughput and requests/s,
 //! p50 added ≤ 100 µs) and, with `--out`, writes `bulk.csv`, `rps.csv`,
 //! `latency.csv` and `results.json` there.
@@ -256,12 +257,35 @@ fn cpu_secs(pid: Option<u32>) -> f64 {
         .map_or(0.0, |(u, s)| (u + s) / per_sec)
 }
 
-/// CPU seconds of (proxy, upstream, this process) at one moment.
+/// CPU seconds the whole machine has been busy (all CPUs, from the first
+/// line of `/proc/stat`: everything but idle and iowait).
+fn machine_busy_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    // guest and guest_nice (9th, 10th) are already counted in user.
+    let total: f64 = ticks.iter().take(8).sum();
+    let per_sec = f64::from(u32::try_from(rustix::param::clock_ticks_per_second()).unwrap_or(100));
+    (total - idle) / per_sec
+}
+
+/// CPU seconds of (proxy, upstream, this process, the whole machine) at
+/// one moment.
 #[derive(Clone, Copy, Default)]
 struct Cpu {
     proxy: f64,
     upstream: f64,
     client: f64,
+    machine: f64,
 }
 
 impl Cpu {
@@ -270,6 +294,7 @@ impl Cpu {
             proxy: target.pid.map_or(0.0, |p| cpu_secs(Some(p))),
             upstream: args.upstream_pid.map_or(0.0, |p| cpu_secs(Some(p))),
             client: cpu_secs(None),
+            machine: machine_busy_secs(),
         }
     }
 
@@ -277,6 +302,12 @@ impl Cpu {
         self.proxy += end.proxy - start.proxy;
         self.upstream += end.upstream - start.upstream;
         self.client += end.client - start.client;
+        self.machine += end.machine - start.machine;
+    }
+
+    /// CPU seconds of other work on the machine meanwhile.
+    fn other(&self) -> f64 {
+        (self.machine - self.proxy - self.upstream - self.client).max(0.0)
     }
 
     fn json(&self, wall: f64) -> Value {
@@ -286,6 +317,7 @@ impl Cpu {
             "proxy_cpu_s": self.proxy, "proxy_cpu_pct": pct(self.proxy),
             "upstream_cpu_s": self.upstream, "upstream_cpu_pct": pct(self.upstream),
             "client_cpu_s": self.client, "client_cpu_pct": pct(self.client),
+            "other_cpu_s": self.other(), "other_cpu_pct": pct(self.other()),
         })
     }
 }
@@ -489,7 +521,7 @@ fn bulk(args: &Args) -> (Value, String) {
     let mut json = serde_json::Map::new();
     let mut text = format!(
         "\nthroughput: {gib} GiB through CONNECT, {} runs each, interleaved\n\
-         {:<10} {:>8} {:>8} {:>8}   CPU s per GiB: {:>6} {:>8} {:>6}\n",
+         {:<10} {:>8} {:>8} {:>8}   CPU s per GiB: {:>6} {:>8} {:>6}   other work\n",
         args.runs, "target", "median", "min", "max", "proxy", "upstream", "client"
     );
     for t in &args.targets {
@@ -497,11 +529,12 @@ fn bulk(args: &Args) -> (Value, String) {
         let (c, wall) = cpu[t.name.as_str()];
         let total = gib * args.runs as f64;
         text += &format!(
-            "{:<10} {median:>8.2} {min:>8.2} {max:>8.2}   GiB/s{:>13.2} {:>8.2} {:>6.2}\n",
+            "{:<10} {median:>8.2} {min:>8.2} {max:>8.2}   GiB/s{:>13.2} {:>8.2} {:>6.2}   {:>4.0}% CPU\n",
             t.name,
             c.proxy / total,
             c.upstream / total,
-            c.client / total
+            c.client / total,
+            100.0 * c.other() / wall
         );
         json.insert(
             t.name.clone(),
@@ -593,7 +626,7 @@ fn rps(args: &Args) -> (Value, String) {
     let mut json = serde_json::Map::new();
     let mut text = format!(
         "\nrequests/s: small GET, new connection each, concurrency {}, {} s x {} rounds\n\
-         {:<10} {:>8} {:>8} {:>8} {:>6}   CPU µs per request: {:>5} {:>8} {:>6}\n",
+         {:<10} {:>8} {:>8} {:>8} {:>6}   CPU µs per request: {:>5} {:>8} {:>6}   other work\n",
         args.concurrency,
         args.seconds,
         args.rounds,
@@ -612,12 +645,13 @@ fn rps(args: &Args) -> (Value, String) {
         let (c, wall, ok) = cpu[name];
         let per = |s: f64| if ok > 0 { s * 1e6 / ok as f64 } else { 0.0 };
         text += &format!(
-            "{:<10} {median:>8.0} {min:>8.0} {max:>8.0} {:>6}   {:>24.1} {:>8.1} {:>6.1}\n",
+            "{:<10} {median:>8.0} {min:>8.0} {max:>8.0} {:>6}   {:>24.1} {:>8.1} {:>6.1}   {:>4.0}% CPU\n",
             t.name,
             errs[name],
             per(c.proxy),
             per(c.upstream),
-            per(c.client)
+            per(c.client),
+            100.0 * c.other() / wall
         );
         json.insert(
             t.name.clone(),
