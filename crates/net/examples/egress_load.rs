@@ -500,7 +500,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 
 fn bulk(args: &Args) -> (Value, String) {
     let gib = args.bytes as f64 / f64::from(1u32 << 30);
-    let mut csv = String::from("run,target,bytes,ms,gib_per_s\n");
+    let mut csv = String::from("run,target,bytes,ms,gib_per_s,other_cpu_pct\n");
     let mut rates: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut cpu: BTreeMap<&str, (Cpu, f64)> = BTreeMap::new();
     for run in 1..=args.runs {
@@ -510,7 +510,13 @@ fn bulk(args: &Args) -> (Value, String) {
                 .unwrap_or_else(|e| panic!("bulk via {}: {e}", t.name));
             let after = Cpu::now(t, args);
             let rate = gib / (ms / 1000.0);
-            csv += &format!("{run},{},{},{ms:.3},{rate:.4}\n", t.name, args.bytes);
+            let mut this = Cpu::default();
+            this.add_since(before, after);
+            let other = 100.0 * this.other() / (ms / 1000.0);
+            csv += &format!(
+                "{run},{},{},{ms:.3},{rate:.4},{other:.0}\n",
+                t.name, args.bytes
+            );
             rates.entry(&t.name).or_default().push(rate);
             let entry = cpu.entry(&t.name).or_default();
             entry.0.add_since(before, after);
@@ -603,7 +609,7 @@ fn rps_round(t: &Target, args: &Args) -> (u64, u64, f64) {
 }
 
 fn rps(args: &Args) -> (Value, String) {
-    let mut csv = String::from("round,target,requests,errors,seconds,req_per_s\n");
+    let mut csv = String::from("round,target,requests,errors,seconds,req_per_s,other_cpu_pct\n");
     let mut rates: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut errs: BTreeMap<&str, u64> = BTreeMap::new();
     let mut cpu: BTreeMap<&str, (Cpu, f64, u64)> = BTreeMap::new();
@@ -613,7 +619,13 @@ fn rps(args: &Args) -> (Value, String) {
             let (ok, errors, secs) = rps_round(t, args);
             let after = Cpu::now(t, args);
             let rate = ok as f64 / secs;
-            csv += &format!("{round},{},{ok},{errors},{secs:.3},{rate:.1}\n", t.name);
+            let mut this = Cpu::default();
+            this.add_since(before, after);
+            let other = 100.0 * this.other() / secs;
+            csv += &format!(
+                "{round},{},{ok},{errors},{secs:.3},{rate:.1},{other:.0}\n",
+                t.name
+            );
             rates.entry(&t.name).or_default().push(rate);
             *errs.entry(&t.name).or_default() += errors;
             let entry = cpu.entry(&t.name).or_default();
