@@ -4,7 +4,7 @@
 # all, in ONE run, on 127.0.0.1 only:
 #   - throughput of a 1 GiB download through CONNECT (RUNS times, median),
 #   - requests/s of small plain-HTTP GETs (absolute URI), a new connection
-#     per request, CONCURRENCY at once, for SECONDS, ROUNDS rounds,
+#     per request, CONCURRENCY at once, for SECONDS_RPS, ROUNDS rounds,
 #   - latency per connection: connect to first response byte, sequential,
 #     SAMPLES each (p50, p99; added = proxy p50 - direct p50).
 # Targets are interleaved (run by run, round by round, sample by sample) so
@@ -23,19 +23,21 @@
 #   CONCURRENCY  requests in flight for requests/s [default: 16]
 #   SAMPLES      latency samples per target [default: 2000]
 #   GAP_US       pause before each latency sample, in us [default: 0: back
-#                to back; the order of the targets rotates either way]
+#                to back; the order of the targets is shuffled either way]
 #   PORT         first of three loopback ports: upstream, tinyproxy, airlock
 #                [default: 18180]
 #   OUT          results directory [default: target/bench/egress]
 #
 # Writes OUT/bulk.csv, OUT/rps.csv, OUT/latency.csv (every single figure),
 # OUT/results.json (per target: medians, percentiles, and the CPU time the
-# proxy, the upstream and the client used), OUT/summary.txt (the tables and
+# proxy, the upstream, the client and other work used), OUT/summary.txt (the tables and
 # the verdict on each goal, printed at the end) and OUT/machine.txt.
 # Needs tinyproxy (Debian: apt-get install tinyproxy; the package also
 # enables a system service on port 8888, which this script does not use).
 # Run as root or as a user: tinyproxy runs as the invoking user, or as
-# nobody when invoked by root.
+# nobody when invoked by root. On 2 CPUs the upstream, the proxy and the
+# client share the cores: run it on an idle machine, and read the "other
+# work" columns before trusting a rate.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -28,19 +28,21 @@
 //!   `--rounds` rounds. Only complete `200` responses count.
 //! - `latency`: sequential small GETs on new connections (blocking sockets,
 //!   `TCP_NODELAY`), `--samples` per target, interleaved sample by sample
-//!   in a shuffled order (fixed seed): a proxy is still closing its connections
-//!   when the client has its answer, and that work lands in the next
-//!   target's sample, so no target may always follow the same one (`--gap-us` pauses before each sample; the CPUs then cool down
-//!   between samples and every figure rises);
-//!   each is the time from before `connect` to the first response byte.
+//!   in a shuffled order (fixed seed): a proxy is still closing its
+//!   connections when the client has its answer, and that work lands in
+//!   the next target's sample, so no target may always follow the same
+//!   one. `--gap-us` pauses before each sample (the CPUs then cool down
+//!   between samples and every figure rises). Each sample is the time
+//!   from before `connect` to the first response byte.
 //!
 //! For every part it also reads the CPU time (user + system, from
-//! `/proc/PID/stat`) that the proxy, the upstream and this process used, so
-//! that contention on a small machine can be seen, and the CPU time the
-//! rest of the machine used meanwhile ("other work", in % of one CPU). It prints a summary (the
-//! goals: `--subject` against `--peer`, ≥ 2× throughput and requests/s,
-//! p50 added ≤ 100 µs) and, with `--out`, writes `bulk.csv`, `rps.csv`,
-//! `latency.csv` and `results.json` there.
+//! `/proc/PID/stat`) that the proxy, the upstream and this process used,
+//! so that contention on a small machine can be seen, and the CPU time the
+//! rest of the machine used meanwhile ("other work", in % of one CPU,
+//! from `/proc/stat`). It prints a summary (the goals: `--subject` against
+//! `--peer`, ≥ 2× throughput and requests/s, p50 added ≤ 100 µs) and,
+//! with `--out`, writes `bulk.csv`, `rps.csv`, `latency.csv` and
+//! `results.json` there.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
