@@ -201,6 +201,7 @@ async fn handle(shared: &Shared, client: TcpStream, rec: &mut Record) {
     let _ = tunnel::run(
         &client,
         &upstream,
+        &shared.pipes,
         config.idle_timeout,
         &mut rec.up,
         &mut rec.down,

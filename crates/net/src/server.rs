@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::tunnel::Pipes;
 use crate::{dns, proxy, Config, Connection, Decision, Kind, Listeners, Sink};
 
 /// Connections over the limit that are answered 503 at the same time; more
@@ -23,6 +24,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub(crate) struct Shared {
     pub config: Config,
     sink: Sink,
+    /// Empty pipes for the next tunnels.
+    pub pipes: Pipes,
 }
 
 impl Shared {
@@ -87,7 +90,11 @@ pub(crate) fn start(config: Config, listeners: Listeners, sink: Sink) -> io::Res
         (proxy, dns)
     };
     let (stop, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared { config, sink });
+    let shared = Arc::new(Shared {
+        config,
+        sink,
+        pipes: Pipes::default(),
+    });
     let thread = std::thread::Builder::new()
         .name("airlock-net".to_owned())
         .spawn(move || {

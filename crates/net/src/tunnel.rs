@@ -9,6 +9,12 @@
 //! pipe-to-socket splice always means "socket full". If pipes cannot be
 //! created (fd limit), a plain buffered copy is used instead.
 //!
+//! A tunnel whose two directions both ended cleanly leaves its pipes empty;
+//! they go back to the server's [`Pipes`] for the next tunnel of the same
+//! server (job), so that a small proxied request does not pay for creating,
+//! sizing and closing two pipes. A pipe that may still hold bytes (an
+//! error, the idle timeout) is closed, never reused.
+//!
 //! A direction that reaches end-of-file shuts down the write side of the
 //! other socket (half-close) and the other direction carries on. The
 //! tunnel ends when both directions are done, on an error, or when neither
@@ -23,13 +29,48 @@ use tokio::time::{sleep_until, Instant};
 
 /// Buffer size per direction for the copying fallback.
 const COPY_BUF: usize = 64 * 1024;
+/// Empty pipes a server keeps for reuse (two per tunnel), at most.
+const POOLED_PIPES: usize = 16;
+
+/// A server's empty pipes, ready for its next tunnels.
+#[derive(Default)]
+pub(crate) struct Pipes {
+    #[cfg(target_os = "linux")]
+    free: std::sync::Mutex<Vec<splice::Pipe>>,
+}
+
+#[cfg(target_os = "linux")]
+impl Pipes {
+    /// An empty pipe: a pooled one, else a new one.
+    fn take(&self) -> io::Result<splice::Pipe> {
+        let pooled = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        pooled.map_or_else(splice::Pipe::new, Ok)
+    }
+
+    /// Keeps `pipe` for reuse; it must be empty.
+    fn put(&self, pipe: splice::Pipe) {
+        let mut free = self
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if free.len() < POOLED_PIPES {
+            free.push(pipe);
+        }
+    }
+}
 
 /// Carries bytes both ways until both sides are done, an error, or
 /// `idle` without traffic. Counts bytes delivered to `upstream` in `up`
-/// and to `client` in `down`.
+/// and to `client` in `down`. Takes its pipes from `pipes` and, if both
+/// directions end cleanly (so both are empty), gives them back.
 pub(crate) async fn run(
     client: &TcpStream,
     upstream: &TcpStream,
+    pipes: &Pipes,
     idle: Duration,
     up: &mut u64,
     down: &mut u64,
@@ -47,13 +88,20 @@ pub(crate) async fn run(
         }
     };
     let both = async {
+        #[cfg(not(target_os = "linux"))]
+        let _ = pipes;
         #[cfg(target_os = "linux")]
-        if let (Ok(a), Ok(b)) = (splice::Pipe::new(), splice::Pipe::new()) {
-            return tokio::try_join!(
+        if let (Ok(a), Ok(b)) = (pipes.take(), pipes.take()) {
+            tokio::try_join!(
                 splice::pump(client, upstream, &a, up, &activity, start),
                 splice::pump(upstream, client, &b, down, &activity, start),
-            )
-            .map(|_| ());
+            )?;
+            // Each pump returns Ok only at end-of-file with its pipe
+            // drained; on an error or the idle timeout the pipes are
+            // dropped (closed) with this future instead.
+            pipes.put(a);
+            pipes.put(b);
+            return Ok(());
         }
         tokio::try_join!(
             copy(client, upstream, up, &activity, start),
@@ -213,5 +261,116 @@ mod splice {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let a = TcpStream::connect(addr).await.expect("connect");
+        let (b, _) = listener.accept().await.expect("accept");
+        (a, b)
+    }
+
+    fn pattern(len: u32, modulus: u32) -> Vec<u8> {
+        (0..len)
+            .map(|i| u8::try_from(i % modulus).expect("below 256"))
+            .collect()
+    }
+
+    fn pooled(pipes: &Pipes) -> usize {
+        pipes.free.lock().expect("pool lock").len()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Job sends `up`, the remote sends `down`, both close; returns what
+    /// the other ends read.
+    async fn through(pipes: &Pipes, up: &[u8], down: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (mut job, client) = pair().await;
+        let (upstream, mut remote) = pair().await;
+        let (mut sent_up, mut sent_down) = (0, 0);
+        let idle = Duration::from_secs(10);
+        let tunnel = run(
+            &client,
+            &upstream,
+            pipes,
+            idle,
+            &mut sent_up,
+            &mut sent_down,
+        );
+        let (mut job_r, mut job_w) = job.split();
+        let (mut remote_r, mut remote_w) = remote.split();
+        let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+        let (result, a, b, c, d) = tokio::join!(
+            tunnel,
+            async {
+                job_w.write_all(up).await?;
+                job_w.shutdown().await
+            },
+            async {
+                remote_w.write_all(down).await?;
+                remote_w.shutdown().await
+            },
+            remote_r.read_to_end(&mut got_up),
+            job_r.read_to_end(&mut got_down),
+        );
+        result.expect("tunnel");
+        a.expect("job writes");
+        b.expect("remote writes");
+        c.expect("remote reads");
+        d.expect("job reads");
+        assert_eq!((sent_up, sent_down), (up.len() as u64, down.len() as u64));
+        (got_up, got_down)
+    }
+
+    #[test]
+    fn clean_tunnels_reuse_their_pipes_and_carry_every_byte() {
+        runtime().block_on(async {
+            let pipes = Pipes::default();
+            let (up, down) = (pattern(700_000, 251), pattern(900_000, 241));
+            for _ in 0..3 {
+                let (got_up, got_down) = through(&pipes, &up, &down).await;
+                assert!(got_up == up && got_down == down, "bytes changed");
+                assert_eq!(pooled(&pipes), 2);
+            }
+        });
+    }
+
+    #[test]
+    fn a_tunnel_ended_by_the_idle_timeout_does_not_return_its_pipes() {
+        runtime().block_on(async {
+            let pipes = Pipes::default();
+            let (mut job, client) = pair().await;
+            let (upstream, _remote) = pair().await;
+            // The remote never reads: the job's bytes back up into the
+            // tunnel's pipe and stay there until the idle timeout.
+            let job_writes = async {
+                let chunk = pattern(64 << 10, 239);
+                while job.write_all(&chunk).await.is_ok() {}
+                std::future::pending::<()>().await;
+            };
+            let (mut up, mut down) = (0, 0);
+            let idle = Duration::from_millis(200);
+            let result = tokio::select! {
+                result = run(&client, &upstream, &pipes, idle, &mut up, &mut down) => result,
+                () = job_writes => unreachable!("the job's writes block"),
+            };
+            result.expect("the idle timeout is a clean end");
+            assert!(up > 0, "some bytes went through before the remote stalled");
+            assert_eq!(pooled(&pipes), 0);
+        });
     }
 }
