@@ -197,16 +197,15 @@ async fn handle(shared: &Shared, client: TcpStream, rec: &mut Record) {
         }
         rec.up += early.len() as u64;
     }
-    drop(buf);
-    let _ = tunnel::run(
-        &client,
-        &upstream,
-        &shared.pipes,
-        config.idle_timeout,
-        &mut rec.up,
-        &mut rec.down,
-    )
-    .await;
+    let (pipes, idle) = (&shared.pipes, config.idle_timeout);
+    let (up, down) = (&mut rec.up, &mut rec.down);
+    let _ = match req.kind {
+        Kind::Connect => {
+            drop(buf);
+            tunnel::run(&client, &upstream, pipes, idle, up, down).await
+        }
+        _ => tunnel::relay_http(&client, &upstream, pipes, buf, idle, up, down).await,
+    };
 }
 
 /// Connects to the first address that answers.
