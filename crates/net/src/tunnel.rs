@@ -169,22 +169,10 @@ async fn response(
     start: Instant,
 ) -> io::Result<()> {
     loop {
-        src.readable().await?;
-        let n = match src.try_read(&mut buf) {
-            Ok(0) => {
-                shutdown_write(dst);
-                return Ok(());
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        touch(activity, start);
-        write_all(dst, &buf[..n]).await?;
-        *count += n as u64;
-        touch(activity, start);
-        if n == buf.len() {
-            break;
+        match copy_once(src, dst, &mut buf, count, activity, start).await? {
+            0 => return Ok(()),
+            n if n == buf.len() => break,
+            _ => {}
         }
     }
     // A large body: the rest moves through a pipe, kernel to kernel.
@@ -246,12 +234,26 @@ async fn copy(
     start: Instant,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; COPY_BUF];
+    while copy_once(src, dst, &mut buf, count, activity, start).await? > 0 {}
+    Ok(())
+}
+
+/// Moves what `src` has (at most `buf.len()` bytes) to `dst`; returns how
+/// many bytes, 0 at the end of `src` (then `dst` is shut for writing).
+async fn copy_once(
+    src: &TcpStream,
+    dst: &TcpStream,
+    buf: &mut [u8],
+    count: &mut u64,
+    activity: &AtomicU64,
+    start: Instant,
+) -> io::Result<usize> {
     loop {
         src.readable().await?;
-        let n = match src.try_read(&mut buf) {
+        let n = match src.try_read(buf) {
             Ok(0) => {
                 shutdown_write(dst);
-                return Ok(());
+                return Ok(0);
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -261,6 +263,7 @@ async fn copy(
         write_all(dst, &buf[..n]).await?;
         *count += n as u64;
         touch(activity, start);
+        return Ok(n);
     }
 }
 
