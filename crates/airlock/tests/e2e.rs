@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{job, ran, set_secret, Ran, World, BIN};
+use common::{job, ran, secrets_set, set_secret, Ran, World, BIN};
 
 /// Host pids whose command line contains `marker`.
 fn host_processes_with(marker: &str) -> Vec<i32> {
@@ -601,29 +601,11 @@ e2e!(doctor_reports_every_layer, |w| {
 
 e2e!(doctor_warns_about_stale_secrets, |w| {
     let fresh = w.airlock(&["doctor", "--json"]);
-    let mut child = w
-        .command(&[
-            "secrets",
-            "set",
-            "OLD_TOKEN",
-            "--scope",
-            "x/*",
-            "--max-age",
-            "1s",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"old-token-value")
-            .unwrap();
-    }
-    assert!(child.wait().unwrap().success());
+    secrets_set(
+        w,
+        &["OLD_TOKEN", "--scope", "x/*", "--max-age", "1s"],
+        "old-token-value",
+    );
     std::thread::sleep(Duration::from_millis(1100));
     let r = w.airlock(&["doctor", "--json"]);
     // A warning, not a missing layer: the exit code does not change.

@@ -81,12 +81,20 @@ pub fn job<'a>(doc: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no job {id} in {doc}"))
 }
 
-/// Stores a secret through `airlock secrets set` (value on stdin), and
-/// checks the command never echoes it.
+/// Stores a secret through `airlock secrets set NAME --scope PATTERN`
+/// (value on stdin), and checks the command never echoes it.
 pub fn set_secret(w: &World, name: &str, value: &str, scope: &str) {
+    secrets_set(w, &[name, "--scope", scope], value);
+}
+
+/// Runs `airlock secrets set ARGS...` with `value` on stdin; checks it
+/// succeeds and never echoes the value.
+pub fn secrets_set(w: &World, args: &[&str], value: &str) {
     use std::io::Write as _;
+    let mut all = vec!["secrets", "set"];
+    all.extend_from_slice(args);
     let mut child = w
-        .command(&["secrets", "set", name, "--scope", scope])
+        .command(&all)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
