@@ -158,17 +158,7 @@ echo
 # Upstream, proxy and client share the CPUs: on 2 cores, all three are busy
 # at once, so other work shifts every figure. (The load average lags by
 # minutes; sample the CPUs for a second instead.)
-cpu_busy() {
-    local a b
-    a=$(head -1 /proc/stat)
-    sleep 1
-    b=$(head -1 /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {
-        n = split(a, x); split(b, y); total = 0
-        for (i = 2; i <= n; i++) total += y[i] - x[i]
-        idle = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%d", (total > 0) ? 100 * (total - idle) / total : 0 }'
-}
+source "$root/benches/lib.sh"
 busy=$(cpu_busy)
 echo "busy:      ${busy}% of the CPUs with other work, just before measuring" >>"$out/machine.txt"
 if ((busy > 20)); then

@@ -202,17 +202,7 @@ cat "$out/machine.txt"
 echo
 # Other work on the machine (the job needs both cores: the job's `cat` and
 # the runner) shifts every figure; sample the CPUs for a second and warn.
-cpu_busy() {
-    local a b
-    a=$(head -1 /proc/stat)
-    sleep 1
-    b=$(head -1 /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {
-        n = split(a, x); split(b, y); total = 0
-        for (i = 2; i <= n; i++) total += y[i] - x[i]
-        idle = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%d", (total > 0) ? 100 * (total - idle) / total : 0 }'
-}
+source "$root/benches/lib.sh"
 busy=$(cpu_busy)
 if ((busy > 20)); then
     echo "output.sh: warning: the CPUs are ${busy}% busy with other work; figures will be noisy" >&2
