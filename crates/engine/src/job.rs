@@ -219,11 +219,9 @@ fn run_with_secrets(
                 proxy: sockets.proxy,
                 dns: Some(sockets.dns),
             };
-            let sink = Mutex::new(seen.clone());
+            let tx = seen.clone();
             let sink: Arc<dyn Fn(net::Connection) + Send + Sync> = Arc::new(move |c| {
-                if let Ok(tx) = sink.lock() {
-                    let _ = tx.send(Seen::Connection(c));
-                }
+                let _ = tx.send(Seen::Connection(c));
             });
             net::serve(config, listeners, sink)
                 .map(Some)
