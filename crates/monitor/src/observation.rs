@@ -1,0 +1,241 @@
+//! What the monitor looks at: one thing a job did, as named fields.
+//!
+//! Rules name fields (`binary`, `argv`, `host`, ...), so an observation is
+//! a kind plus a small map of values. The fields of each kind are listed in
+//! [`Kind::fields`]; a rule that names any other field is refused when it is
+//! loaded, so a typo cannot silently disable a rule.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// The kinds of observation, and what a rule's `on:` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A process of the job called execve.
+    Exec,
+    /// A connection, DNS query or direct attempt of the job's network.
+    Egress,
+    /// A once-a-second sample of the job's cgroup.
+    Sample,
+    /// The kernel enforced a limit (OOM kill, refused fork).
+    Limit,
+    /// A file the job created or changed in its workspace (at job end).
+    File,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 5] = [
+        Kind::Exec,
+        Kind::Egress,
+        Kind::Sample,
+        Kind::Limit,
+        Kind::File,
+    ];
+
+    /// The name rules use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::Egress => "egress",
+            Kind::Sample => "sample",
+            Kind::Limit => "limit",
+            Kind::File => "file",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The fields an observation of this kind has, with what each holds.
+    pub fn fields(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::Exec => &[
+                ("pid", "number: the process id inside the job"),
+                ("ppid", "number: its parent's id inside the job"),
+                ("uid", "number: its user id inside the job"),
+                ("path", "text: the executable's path inside the job"),
+                ("binary", "text: the executable's file name"),
+                ("argv", "text: the arguments joined by spaces, redacted"),
+                ("parent", "text: the parent's executable file name"),
+                ("new_binary", "bool: the path was never executed in an earlier clean run of this job (false while the job has no baseline)"),
+            ],
+            Kind::Egress => &[
+                ("kind", "text: http, connect, dns or direct"),
+                ("host", "text: the host the job asked for, redacted"),
+                ("port", "number: the port it asked for"),
+                ("addr", "text: the address connected to or resolved, or empty"),
+                ("endpoint", "text: host:port"),
+                ("allowed", "bool: the allowlist let it through"),
+                ("detail", "text: the rule that allowed it, or why it was denied"),
+                ("new_endpoint", "bool: an allowed endpoint never used in an earlier clean run of this job (false while the job has no baseline)"),
+            ],
+            Kind::Sample => &[
+                ("cpu_pct", "number: CPU used in the last interval, in percent of the job's quota (of one core without a quota)"),
+                ("memory_bytes", "number: memory in use"),
+                ("memory_pct", "number: memory in use, in percent of the limit (0 without a limit)"),
+                ("pids", "number: processes and threads"),
+                ("pids_pct", "number: processes and threads, in percent of the limit (0 without a limit)"),
+                ("io_read_bytes", "number: bytes read from block devices so far"),
+                ("io_write_bytes", "number: bytes written to block devices so far"),
+                ("busy_secs", "number: seconds in a row the job used at least 90% of its CPU quota"),
+                ("quiet_secs", "number: seconds since the job last wrote output"),
+            ],
+            Kind::Limit => &[
+                ("limit", "text: memory or pids"),
+                ("count", "number: how many times the kernel enforced it in this step"),
+            ],
+            Kind::File => &[
+                ("path", "text: the path inside the job"),
+                ("change", "text: created or modified"),
+                ("size", "number: its size in bytes"),
+                ("executable", "bool: it has an execute bit"),
+            ],
+        }
+    }
+
+    /// Whether observations of this kind have `field`.
+    pub fn has_field(self, field: &str) -> bool {
+        self.fields().iter().any(|(name, _)| *name == field)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A field's value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// Text.
+    Text(String),
+    /// A number.
+    Number(f64),
+    /// A flag.
+    Bool(bool),
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Text(s.to_string())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Text(s)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Bool(b)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(n: u64) -> Value {
+        // Precision beyond 2^53 does not matter for a rule's threshold.
+        #[allow(clippy::cast_precision_loss)]
+        Value::Number(n as f64)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Value {
+        #[allow(clippy::cast_precision_loss)]
+        Value::Number(n as f64)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(n: f64) -> Value {
+        Value::Number(n)
+    }
+}
+
+/// One thing a job did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Observation {
+    /// What kind of thing.
+    pub kind: Kind,
+    /// Its fields (see [`Kind::fields`]).
+    pub fields: BTreeMap<&'static str, Value>,
+}
+
+impl Observation {
+    /// An observation of `kind` with no fields yet.
+    pub fn new(kind: Kind) -> Observation {
+        Observation {
+            kind,
+            fields: BTreeMap::new(),
+        }
+    }
+
+    /// Sets `field` (one of [`Kind::fields`]).
+    pub fn with(mut self, field: &'static str, value: impl Into<Value>) -> Observation {
+        debug_assert!(
+            self.kind.has_field(field),
+            "{} has no field {field}",
+            self.kind
+        );
+        self.fields.insert(field, value.into());
+        self
+    }
+
+    /// The value of `field`, if set.
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.fields.get(field)
+    }
+
+    /// A one-line summary for an alert: the fields that say most.
+    pub fn summary(&self) -> String {
+        let keys: &[&str] = match self.kind {
+            Kind::Exec => &["path", "argv"],
+            Kind::Egress => &["kind", "endpoint", "detail"],
+            Kind::Sample => &["cpu_pct", "memory_pct", "pids", "busy_secs", "quiet_secs"],
+            Kind::Limit => &["limit", "count"],
+            Kind::File => &["path", "change", "size"],
+        };
+        let mut parts = Vec::new();
+        for key in keys {
+            match self.fields.get(key) {
+                Some(Value::Text(t)) => parts.push(format!("{key}={t}")),
+                Some(Value::Number(n)) => parts.push(format!("{key}={n}")),
+                Some(Value::Bool(b)) => parts.push(format!("{key}={b}")),
+                None => {}
+            }
+        }
+        parts.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for kind in Kind::ALL {
+            assert_eq!(Kind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(Kind::from_name("execve"), None);
+    }
+
+    #[test]
+    fn summary_names_the_telling_fields() {
+        let o = Observation::new(Kind::Exec)
+            .with("path", "/usr/bin/nc")
+            .with("argv", "nc -l 4444")
+            .with("pid", 7u64);
+        assert_eq!(o.summary(), "path=/usr/bin/nc argv=nc -l 4444");
+    }
+}
