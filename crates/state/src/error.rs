@@ -163,4 +163,13 @@ pub enum StateError {
         /// The status given.
         status: Status,
     },
+
+    /// A value could not be encoded as JSON for the database.
+    #[error("cannot encode {what} for the state database: {why}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's message.
+        why: String,
+    },
 }

@@ -19,6 +19,7 @@
 mod error;
 mod fs;
 mod model;
+mod monitoring;
 mod process;
 mod schema;
 mod store;
@@ -29,5 +30,6 @@ pub use model::{
     Egress, JobEnd, JobRecord, NewJob, NewRun, ParseStatusError, RunId, RunRecord, RunSummary,
     Status, StepRecord,
 };
+pub use monitoring::{Alert, Baseline, FileChange, Incident, Process};
 pub use store::Store;
 pub use time::Timestamp;

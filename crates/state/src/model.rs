@@ -35,11 +35,14 @@ pub enum Status {
     Lost,
     /// Stopped on request (e.g. Ctrl-C) before it finished.
     Cancelled,
+    /// Stopped by a detection rule's `kill` action: frozen, its process
+    /// tree recorded, killed, its leases revoked (jobs only).
+    Contained,
 }
 
 impl Status {
     /// Every status, in declaration order.
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Pending,
         Status::Running,
         Status::Success,
@@ -48,6 +51,7 @@ impl Status {
         Status::Skipped,
         Status::Lost,
         Status::Cancelled,
+        Status::Contained,
     ];
 
     /// The lowercase name used in the database, JSON and on screen.
@@ -61,6 +65,7 @@ impl Status {
             Status::Skipped => "skipped",
             Status::Lost => "lost",
             Status::Cancelled => "cancelled",
+            Status::Contained => "contained",
         }
     }
 
@@ -70,11 +75,11 @@ impl Status {
     }
 
     /// Whether this final status counts as a failure in run summaries:
-    /// `Failed`, `Timeout`, `Lost` and `Cancelled`.
+    /// `Failed`, `Timeout`, `Lost`, `Cancelled` and `Contained`.
     pub const fn is_failure(self) -> bool {
         matches!(
             self,
-            Status::Failed | Status::Timeout | Status::Lost | Status::Cancelled
+            Status::Failed | Status::Timeout | Status::Lost | Status::Cancelled | Status::Contained
         )
     }
 }
@@ -234,6 +239,16 @@ pub struct JobRecord {
     /// Its connections through the egress proxy and DNS responder, in the
     /// order they ended.
     pub egress: Vec<Egress>,
+    /// Alerts detection rules raised, in order.
+    pub alerts: Vec<crate::monitoring::Alert>,
+    /// Containments, with the process tree each froze.
+    pub incidents: Vec<crate::monitoring::Incident>,
+    /// Execs seen in all (`processes` may hold only the first ones).
+    pub execs: u64,
+    /// The processes it executed, in order (capped by the engine).
+    pub processes: Vec<crate::monitoring::Process>,
+    /// Files it created or changed in its workspace.
+    pub files: Vec<crate::monitoring::FileChange>,
 }
 
 /// One connection (or DNS query) of a job through its egress proxy.
@@ -310,7 +325,7 @@ mod tests {
             .into_iter()
             .filter(|s| s.is_terminal())
             .collect();
-        assert_eq!(terminal.len(), 6);
+        assert_eq!(terminal.len(), 7);
         assert!(!Status::Pending.is_terminal() && !Status::Running.is_terminal());
         assert!(Status::ALL
             .into_iter()

@@ -99,6 +99,98 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX egress_job ON egress (job_id);
     ",
+    // 4: monitoring. Jobs get the status `contained` (a rule's `kill`
+    // action stopped the job): SQLite cannot change a CHECK in place, so
+    // `jobs` is rebuilt (SQLite's documented 12 steps; foreign keys are off
+    // while migrations run and checked after). Then: alerts raised by
+    // detection rules, incidents (a containment and the process tree it
+    // froze, as JSON), the processes a job executed and the files it left
+    // in its workspace (both capped by the engine), and per pipeline/job
+    // baselines of endpoints and binaries seen in successful runs.
+    r"
+    CREATE TABLE jobs_new (
+        id          INTEGER PRIMARY KEY,
+        run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        position    INTEGER NOT NULL,
+        name        TEXT    NOT NULL,
+        needs       TEXT    NOT NULL,
+        status      TEXT    NOT NULL CHECK (status IN
+                        ('pending','running','success','failed','timeout','skipped','lost','cancelled','contained')),
+        exit_code   INTEGER,
+        reason      TEXT,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        log_path    ANY,
+        artifacts   TEXT    NOT NULL,
+        UNIQUE (run_id, name)
+    ) STRICT;
+    INSERT INTO jobs_new SELECT id, run_id, position, name, needs, status, exit_code, reason,
+                                started_at, finished_at, log_path, artifacts FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_new RENAME TO jobs;
+
+    CREATE TABLE alerts (
+        job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at          INTEGER NOT NULL,
+        rule        TEXT    NOT NULL,
+        severity    TEXT    NOT NULL,
+        action      TEXT    NOT NULL CHECK (action IN ('alert','kill')),
+        description TEXT    NOT NULL,
+        summary     TEXT    NOT NULL,
+        observation TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX alerts_job ON alerts (job_id);
+
+    CREATE TABLE incidents (
+        job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at          INTEGER NOT NULL,
+        rule        TEXT    NOT NULL,
+        summary     TEXT    NOT NULL,
+        processes   TEXT    NOT NULL,
+        took_ms     INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX incidents_job ON incidents (job_id);
+
+    CREATE TABLE processes (
+        job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        at          INTEGER NOT NULL,
+        pid         INTEGER NOT NULL,
+        ppid        INTEGER NOT NULL,
+        uid         INTEGER NOT NULL,
+        path        TEXT    NOT NULL,
+        argv        TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX processes_job ON processes (job_id);
+
+    CREATE TABLE files (
+        job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        path        TEXT    NOT NULL,
+        change      TEXT    NOT NULL CHECK (change IN ('created','modified')),
+        size        INTEGER NOT NULL,
+        executable  INTEGER NOT NULL CHECK (executable IN (0, 1))
+    ) STRICT;
+    CREATE INDEX files_job ON files (job_id);
+
+    ALTER TABLE jobs ADD COLUMN execs INTEGER NOT NULL DEFAULT 0;
+
+    CREATE TABLE baseline_runs (
+        pipeline    TEXT    NOT NULL,
+        job         TEXT    NOT NULL,
+        runs        INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, job)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE baselines (
+        pipeline    TEXT    NOT NULL,
+        job         TEXT    NOT NULL,
+        kind        TEXT    NOT NULL CHECK (kind IN ('endpoint','binary')),
+        value       TEXT    NOT NULL,
+        first_seen  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        PRIMARY KEY (pipeline, job, kind, value)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -116,8 +208,6 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StateError> {
     let mut conn = Connection::open(path).map_err(open_err)?;
     // First, so that everything below waits for other connections' locks.
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-    conn.pragma_update(None, "foreign_keys", true)
-        .map_err(open_err)?;
     let journal: String = conn
         .pragma_query_value(None, "journal_mode", |row| row.get(0))
         .map_err(open_err)?;
@@ -145,7 +235,15 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StateError> {
         true,
     )
     .map_err(open_err)?;
+    // Foreign keys are off while migrations run, as SQLite requires for
+    // rebuilding a table that others reference (`DROP TABLE` would
+    // otherwise cascade); `migrate` checks them before it commits. (The
+    // bundled SQLite turns them on by default.)
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(open_err)?;
     migrate(&mut conn, path)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(open_err)?;
     Ok(conn)
 }
 
@@ -190,6 +288,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
         tx.execute_batch(sql).map_err(migrate_err)?;
         tx.pragma_update(None, "user_version", version)
             .map_err(migrate_err)?;
+        let dangling: i64 = tx
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+                row.get(0)
+            })
+            .map_err(migrate_err)?;
+        if dangling != 0 {
+            return Err(migrate_err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                Some(format!("{dangling} rows break a foreign key")),
+            )));
+        }
     }
     if app_id == 0 {
         tx.pragma_update(None, "application_id", APPLICATION_ID)
@@ -201,6 +310,49 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rebuilding_jobs_keeps_every_row_that_refers_to_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        {
+            // A database as version 3 left it, with a run in it.
+            let conn = Connection::open(&path).expect("open");
+            for sql in MIGRATIONS.iter().take(3) {
+                conn.execute_batch(sql).expect("old migration");
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 3;
+                 PRAGMA application_id = 1095324236;
+                 INSERT INTO runs (pipeline, file, status, started_at, runner_pid)
+                     VALUES ('p', 'f', 'failed', 1, 1);
+                 INSERT INTO jobs (id, run_id, position, name, needs, status, artifacts)
+                     VALUES (7, 1, 0, 'build', '[]', 'failed', '[]');
+                 INSERT INTO steps (job_id, idx, name, status) VALUES (7, 0, 's', 'failed');
+                 INSERT INTO egress (job_id, at, kind, host, port, allowed, detail, bytes_up,
+                                     bytes_down, duration_ms)
+                     VALUES (7, 1, 'dns', 'x.test', 53, 0, 'no rule', 0, 0, 0);",
+            )
+            .expect("fill");
+        }
+        let conn = open(&path).expect("migrate");
+        let count = |table: &str| -> i64 {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .expect("count")
+        };
+        assert_eq!(
+            (count("jobs"), count("steps"), count("egress")),
+            (1, 1, 1),
+            "the rebuild of jobs must not cascade into the tables that refer to it"
+        );
+        conn.execute("UPDATE jobs SET status = 'contained' WHERE id = 7", [])
+            .expect("the new status is allowed");
+        // The rebuilt table still cascades.
+        conn.execute("DELETE FROM runs", []).expect("delete");
+        assert_eq!((count("jobs"), count("steps"), count("egress")), (0, 0, 0));
+    }
 
     #[test]
     fn connection_is_configured() {

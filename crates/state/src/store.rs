@@ -392,7 +392,7 @@ impl Store {
         let mut jobs: Vec<(i64, JobRecord)> = tx
             .prepare_cached(
                 "SELECT id, name, needs, status, exit_code, reason, started_at, finished_at,
-                        log_path, artifacts
+                        log_path, artifacts, execs
                  FROM jobs WHERE run_id = ?1 ORDER BY position",
             )
             .and_then(|mut stmt| {
@@ -414,7 +414,47 @@ impl Store {
                      FROM egress WHERE job_id = ?1 ORDER BY rowid",
                 )
                 .map_err(err())?;
+            let mut alerts = tx
+                .prepare_cached(
+                    "SELECT at, rule, severity, action, description, summary, observation
+                     FROM alerts WHERE job_id = ?1 ORDER BY rowid",
+                )
+                .map_err(err())?;
+            let mut incidents = tx
+                .prepare_cached(
+                    "SELECT at, rule, summary, processes, took_ms
+                     FROM incidents WHERE job_id = ?1 ORDER BY rowid",
+                )
+                .map_err(err())?;
+            let mut processes = tx
+                .prepare_cached(
+                    "SELECT at, pid, ppid, uid, path, argv
+                     FROM processes WHERE job_id = ?1 ORDER BY rowid",
+                )
+                .map_err(err())?;
+            let mut files = tx
+                .prepare_cached(
+                    "SELECT path, change, size, executable
+                     FROM files WHERE job_id = ?1 ORDER BY path",
+                )
+                .map_err(err())?;
             for (job_row, job) in &mut jobs {
+                job.alerts = alerts
+                    .query_map([*job_row], crate::monitoring::alert_from_row)
+                    .and_then(Iterator::collect)
+                    .map_err(err())?;
+                job.incidents = incidents
+                    .query_map([*job_row], crate::monitoring::incident_from_row)
+                    .and_then(Iterator::collect)
+                    .map_err(err())?;
+                job.processes = processes
+                    .query_map([*job_row], crate::monitoring::process_from_row)
+                    .and_then(Iterator::collect)
+                    .map_err(err())?;
+                job.files = files
+                    .query_map([*job_row], crate::monitoring::file_from_row)
+                    .and_then(Iterator::collect)
+                    .map_err(err())?;
                 job.steps = steps
                     .query_map([*job_row], step_from_row)
                     .and_then(Iterator::collect)
@@ -511,11 +551,11 @@ impl Store {
     /// The connection. A thread that panicked while holding it cannot have
     /// left a transaction open (dropping a `Transaction` rolls it back), so
     /// a poisoned lock is safe to take over.
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn sql(&self, action: &'static str) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+    pub(crate) fn sql(&self, action: &'static str) -> impl Fn(rusqlite::Error) -> StateError + '_ {
         move |source| StateError::Sql {
             path: self.db_path.clone(),
             action,
@@ -523,7 +563,7 @@ impl Store {
         }
     }
 
-    fn run_sql(
+    pub(crate) fn run_sql(
         &self,
         run: RunId,
         action: &'static str,
@@ -537,7 +577,7 @@ impl Store {
     }
 
     /// Explains why `job` of `run` was not found.
-    fn missing_job(&self, conn: &Connection, run: RunId, job: &str) -> StateError {
+    pub(crate) fn missing_job(&self, conn: &Connection, run: RunId, job: &str) -> StateError {
         match conn
             .query_row("SELECT 1 FROM runs WHERE id = ?1", [run], |_| Ok(()))
             .optional()
@@ -643,6 +683,11 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
             artifacts: row.get::<_, JsonColumn>(9)?.0,
             steps: Vec::new(),
             egress: Vec::new(),
+            alerts: Vec::new(),
+            incidents: Vec::new(),
+            execs: u64::try_from(row.get::<_, i64>(10)?).unwrap_or(0),
+            processes: Vec::new(),
+            files: Vec::new(),
         },
     ))
 }
