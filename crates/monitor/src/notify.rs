@@ -16,6 +16,7 @@ mod alert;
 mod hook;
 mod sign;
 mod webhook;
+mod worker;
 
 use std::io;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub use sign::{sign, verify, SCHEME};
 pub use webhook::{
     Retry, Webhook, WebhookKey, DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, USER_AGENT,
 };
+pub use worker::{DeliveryReport, Failure, Notifier, NotifierBuilder, Outcome};
 
 /// Why an alert could not be delivered, or a target not set up.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,9 @@ pub enum NotifyError {
         /// The program.
         program: PathBuf,
     },
+    /// The delivery thread could not be started.
+    #[error("starting the alert delivery thread: {0}")]
+    Thread(io::Error),
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -190,6 +195,18 @@ impl From<CommandHook> for Target {
 pub(crate) struct Cancel(Arc<(Mutex<bool>, Condvar)>);
 
 impl Cancel {
+    /// Sets the flag and wakes every sleeper.
+    pub(crate) fn cancel(&self) {
+        let (flag, wake) = &*self.0;
+        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+    }
+
+    /// Whether the flag is set.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        *self.0 .0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Sleeps for `duration` or until the flag is set; whether it is set.
     pub(crate) fn sleep(&self, duration: Duration) -> bool {
         let (flag, wake) = &*self.0;

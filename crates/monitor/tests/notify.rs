@@ -10,7 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use monitor::notify::{verify, Alert, CommandHook, NotifyError, Retry, Webhook, WebhookKey};
+use monitor::notify::{
+    verify, Alert, CommandHook, Notifier, NotifyError, Outcome, Retry, Target, Webhook, WebhookKey,
+};
 use sha2::Sha256;
 
 const KEY: &[u8] = b"a-webhook-key-of-32-bytes-length";
@@ -617,4 +619,136 @@ fn hook_past_its_timeout_is_killed_with_its_children() {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ---- the notifier ----
+
+#[test]
+fn notifier_delivers_every_alert_to_every_target_in_order() {
+    let rx = receiver(vec![Some(200)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    let targets = vec![
+        Target::from(Webhook::new(&rx.url, key()).expect("webhook")),
+        Target::from(CommandHook::new(
+            "sh",
+            [
+                "-c".as_ref(),
+                "echo \"$AIRLOCK_ALERT_RULE\" >> \"$1\"".as_ref(),
+                "sh".as_ref(),
+                rules.as_os_str(),
+            ],
+        )),
+    ];
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let notifier = Notifier::builder(targets)
+        .on_outcome(move |outcome| {
+            if let Outcome::Delivered { target, rule, .. } = outcome {
+                let kind = target.split(' ').next().unwrap_or("").to_string();
+                log.lock().expect("log lock").push(format!("{kind} {rule}"));
+            }
+        })
+        .start()
+        .expect("notifier");
+    for rule in ["r1", "r2", "r3"] {
+        assert!(notifier.send(alert(rule)));
+    }
+    let report = notifier.finish(Duration::from_secs(20));
+    assert_eq!(report.delivered, 6, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.dropped, 0);
+    assert_eq!(report.unfinished, 0);
+
+    assert_eq!(
+        *seen.lock().expect("log lock"),
+        [
+            "webhook r1",
+            "hook r1",
+            "webhook r2",
+            "hook r2",
+            "webhook r3",
+            "hook r3"
+        ]
+    );
+    let posted: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| {
+            let a: Alert = serde_json::from_slice(&r.body).expect("alert json");
+            a.rule
+        })
+        .collect();
+    assert_eq!(posted, ["r1", "r2", "r3"]);
+    assert_eq!(read(&rules), "r1\nr2\nr3\n");
+}
+
+#[test]
+fn notifier_reports_failed_deliveries() {
+    let rx = receiver(vec![Some(400)]);
+    let url = rx.url.clone();
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&failures);
+    let notifier = Notifier::builder(vec![Webhook::new(&rx.url, key()).expect("webhook").into()])
+        .on_outcome(move |outcome| {
+            if let Outcome::Failed(f) = outcome {
+                log.lock().expect("log lock").push(f.error.to_string());
+            }
+        })
+        .start()
+        .expect("notifier");
+    notifier.send(alert("exec-netcat"));
+    let report = notifier.finish(Duration::from_secs(20));
+    assert_eq!(report.delivered, 0);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let failure = &report.failed[0];
+    assert_eq!(failure.target, format!("webhook {url}"));
+    assert_eq!(failure.rule, "exec-netcat");
+    assert_eq!(failure.run, 42);
+    assert_eq!(failure.job, "build");
+    assert!(
+        matches!(failure.error, NotifyError::Status { status: 400, .. }),
+        "{:?}",
+        failure.error
+    );
+    assert_eq!(
+        *failures.lock().expect("log lock"),
+        [failure.error.to_string()]
+    );
+}
+
+#[test]
+fn notifier_drops_when_full_and_finish_keeps_its_deadline() {
+    let slow = CommandHook::new("sh", ["-c", "sleep 5"]);
+    let notifier = Notifier::builder(vec![slow.into()])
+        .queue(4)
+        .start()
+        .expect("notifier");
+    let queued = (0..10)
+        .filter(|n| notifier.send(alert(&format!("r{n}"))))
+        .count();
+    // Four wait in the queue; the thread may have taken one already.
+    assert!((4..=5).contains(&queued), "{queued} queued");
+
+    let started = Instant::now();
+    let report = notifier.finish(Duration::from_millis(300));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(report.dropped, 10 - queued as u64);
+    assert_eq!(report.unfinished, queued as u64);
+    assert_eq!(report.delivered, 0);
+}
+
+#[test]
+fn finish_returns_once_the_queue_is_drained() {
+    let rx = receiver(vec![Some(200)]);
+    let notifier = Notifier::start(vec![Webhook::new(&rx.url, key()).expect("webhook").into()])
+        .expect("notifier");
+    notifier.send(alert("exec-netcat"));
+    let started = Instant::now();
+    let report = notifier.finish(Duration::from_secs(30));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(report.delivered, 1);
+    assert_eq!(report.unfinished, 0);
 }
