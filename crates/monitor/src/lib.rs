@@ -7,6 +7,11 @@
 //! collects execs, cgroup samples and containment; the engine feeds the
 //! observations in and carries out a rule's action.
 
-pub mod observation;
+// Tests may unwrap: a panic there is a failed test.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub use observation::{Kind, Observation, Value};
+pub mod observation;
+pub mod rules;
+
+pub use observation::{FieldType, Kind, Observation, Value};
+pub use rules::{Action, Position, Rule, RuleError, Rules, Severity};
