@@ -9,7 +9,12 @@
 //! [`notify`] delivers alerts, so it opens connections and runs the
 //! operator's hook.
 
+// Tests may unwrap: a panic there is a failed test.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod notify;
 pub mod observation;
+pub mod rules;
 
-pub use observation::{Kind, Observation, Value};
+pub use observation::{FieldType, Kind, Observation, Value};
+pub use rules::{Action, Position, Rule, RuleError, Rules, Severity};

@@ -103,6 +103,51 @@ impl Kind {
     pub fn has_field(self, field: &str) -> bool {
         self.fields().iter().any(|(name, _)| *name == field)
     }
+
+    /// The type of `field`'s values, or `None` if this kind has no such
+    /// field. Read from the first word of its description in
+    /// [`Kind::fields`] (`text:`, `number:` or `bool:`).
+    pub fn field_type(self, field: &str) -> Option<FieldType> {
+        let (_, description) = self.fields().iter().find(|(name, _)| *name == field)?;
+        let (word, _) = description.split_once(':')?;
+        FieldType::from_name(word)
+    }
+}
+
+/// The type of a field's values: which [`Value`] variant it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// [`Value::Text`].
+    Text,
+    /// [`Value::Number`].
+    Number,
+    /// [`Value::Bool`].
+    Bool,
+}
+
+impl FieldType {
+    /// The word the field descriptions start with.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Text => "text",
+            FieldType::Number => "number",
+            FieldType::Bool => "bool",
+        }
+    }
+
+    /// The type named `name`.
+    pub fn from_name(name: &str) -> Option<FieldType> {
+        [FieldType::Text, FieldType::Number, FieldType::Bool]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+}
+
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl fmt::Display for Kind {
@@ -228,6 +273,22 @@ mod tests {
             assert_eq!(Kind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(Kind::from_name("execve"), None);
+    }
+
+    #[test]
+    fn every_field_has_a_type() {
+        for kind in Kind::ALL {
+            for (name, description) in kind.fields() {
+                assert!(
+                    kind.field_type(name).is_some(),
+                    "{kind}.{name}: description must start with text:, number: or bool: ({description})"
+                );
+            }
+            assert_eq!(kind.field_type("no_such_field"), None);
+        }
+        assert_eq!(Kind::Egress.field_type("port"), Some(FieldType::Number));
+        assert_eq!(Kind::Egress.field_type("host"), Some(FieldType::Text));
+        assert_eq!(Kind::Egress.field_type("allowed"), Some(FieldType::Bool));
     }
 
     #[test]
