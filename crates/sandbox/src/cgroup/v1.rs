@@ -189,7 +189,11 @@ impl Cgroup for V1 {
     }
 
     fn rename(&mut self, name: &str) -> io::Result<()> {
-        let from: Vec<PathBuf> = self.unique_dirs().into_iter().map(Path::to_path_buf).collect();
+        let from: Vec<PathBuf> = self
+            .unique_dirs()
+            .into_iter()
+            .map(Path::to_path_buf)
+            .collect();
         for old in from {
             let to = old.with_file_name(name);
             std::fs::rename(&old, &to).map_err(|e| super::with_path(e, &old))?;
@@ -226,7 +230,8 @@ impl Cgroup for V1 {
 
     fn sample(&self) -> io::Result<Sample> {
         let file = |controller: &str, name: &str| self.dir(controller).map(|d| d.join(name));
-        let count = |controller: &str, name: &str| file(controller, name).map_or(Ok(0), |p| counter(&p));
+        let count =
+            |controller: &str, name: &str| file(controller, name).map_or(Ok(0), |p| counter(&p));
         let blkio = match file("blkio", "blkio.throttle.io_service_bytes") {
             Some(p) => read_optional(&p)?,
             None => String::new(),
@@ -299,7 +304,10 @@ impl Cgroup for V1 {
     }
 
     fn paths(&self) -> Vec<PathBuf> {
-        self.unique_dirs().into_iter().map(Path::to_path_buf).collect()
+        self.unique_dirs()
+            .into_iter()
+            .map(Path::to_path_buf)
+            .collect()
     }
 }
 
@@ -362,7 +370,10 @@ mod tests {
                 PathBuf::from("/c/memory/airlock/j")
             ]
         );
-        assert_eq!(cg.dir("cpuacct"), Some(Path::new("/c/cpu,cpuacct/airlock/j")));
+        assert_eq!(
+            cg.dir("cpuacct"),
+            Some(Path::new("/c/cpu,cpuacct/airlock/j"))
+        );
     }
 
     #[test]

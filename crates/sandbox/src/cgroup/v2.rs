@@ -249,8 +249,7 @@ mod tests {
     #[test]
     fn io_is_enabled_only_where_available() {
         let root = tempfile::tempdir().expect("tempdir");
-        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n")
-            .expect("write");
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").expect("write");
         let parent = parent(root.path()).expect("parent");
         assert_eq!(
             text(parent.join("cgroup.subtree_control")),
