@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -24,15 +24,17 @@ use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitOptions};
 use zeroize::Zeroizing;
 
-use crate::cgroup::{self, Cgroup, Events};
+use crate::cgroup::{self, Cgroup, Events, Sample};
 use crate::config::{CommandSpec, Layers, SandboxConfig};
+use crate::contain::ProcessInfo;
 use crate::error::SandboxError;
 use crate::ids::{self, HostIds};
 use crate::init::INIT_ARGV0;
 use crate::netns::EgressSockets;
 use crate::netwatch::{Attempt, NetWatch};
+use crate::procwatch::{ExecSink, ExecSource, ExecWatch, Target};
 use crate::proto::{self, FromInit, ToInit, MAX_MESSAGE};
-use crate::teardown::{self, Namespaces, TeardownReport};
+use crate::teardown::{self, HeldNs, Namespaces, TeardownReport};
 
 /// How long the runner waits for output before telling the sink it is idle
 /// (so that a partial line can be flushed and live output does not stall).
@@ -110,10 +112,10 @@ pub enum CommandOutcome {
 #[derive(Debug)]
 pub struct Sandbox {
     pid: Pid,
-    pidfd: OwnedFd,
+    /// The init's pidfd and the job's cgroup, shared with [`Killer`]s.
+    shared: Arc<Shared>,
     control: OwnedFd,
     namespaces: Namespaces,
-    cgroup: Option<Box<dyn Cgroup>>,
     /// Held for the sandbox's life: the slot of its host identity.
     _host_ids: Option<HostIds>,
     reaped: bool,
@@ -124,6 +126,27 @@ pub struct Sandbox {
     egress: Option<EgressSockets>,
     /// Serves the network watch filter for the sandbox's life.
     netwatch: Option<Watcher>,
+    /// Reports the job's execs, once asked to.
+    execwatch: Mutex<Option<ExecWatch>>,
+}
+
+/// What a sandbox shares with the [`Killer`]s of other threads.
+#[derive(Debug)]
+struct Shared {
+    /// Host pid of the init.
+    pid: i32,
+    /// Names exactly the init, even once its pid could be reused.
+    pidfd: OwnedFd,
+    /// The job's cgroup. Locked for the whole of a containment, a teardown
+    /// or a removal, so that those never interleave their freezes, kills
+    /// and thaws.
+    cgroup: Mutex<Option<Box<dyn Cgroup>>>,
+}
+
+/// Locks `m`, whatever a thread that panicked holding it left: every value
+/// behind these locks is valid at any point.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Where a sandbox's network [`Attempt`]s go.
@@ -255,16 +278,20 @@ impl Sandbox {
         };
         let mut sandbox = Sandbox {
             pid,
-            pidfd,
+            shared: Arc::new(Shared {
+                pid: raw_pid,
+                pidfd,
+                cgroup: Mutex::new(None),
+            }),
             control,
             namespaces: Namespaces::default(),
-            cgroup: None,
             _host_ids: None,
             reaped: false,
             buf: vec![0; MAX_MESSAGE + 1],
             mask: MaskReader::default(),
             egress: None,
             netwatch: None,
+            execwatch: Mutex::new(None),
         };
         // From here on, dropping `sandbox` on an error kills and reaps it.
         write_id_maps(pid, ids)?;
@@ -303,14 +330,14 @@ impl Sandbox {
         }
     }
 
-    /// A handle that can kill this sandbox from another thread (to cancel a
-    /// run), valid even after the sandbox is gone.
+    /// A handle that can kill, contain or sample this sandbox from another
+    /// thread (while this one waits in [`run`](Sandbox::run)), valid even
+    /// after the sandbox is gone.
     pub fn killer(&self) -> Result<Killer, SandboxError> {
-        let fd = self
-            .pidfd
-            .try_clone()
-            .map_err(|e| SandboxError::io("duplicate the sandbox pidfd", e))?;
-        Ok(Killer { pidfd: fd })
+        Ok(Killer {
+            shared: Arc::clone(&self.shared),
+            pid_ns: self.namespaces.pid(),
+        })
     }
 
     /// The sockets to serve the job's egress proxy on (once; `None` for a
@@ -353,12 +380,63 @@ impl Sandbox {
             None => return Err(SandboxError::InitDied(self.exit_description())),
         };
         let listener = rustix::process::pidfd_getfd(
-            &self.pidfd,
+            &self.shared.pidfd,
             fd,
             rustix::process::PidfdGetfdFlags::empty(),
         )
         .map_err(|e| SandboxError::io("take the network watch listener", e))?;
         NetWatch::new(listener)
+    }
+
+    /// Sends every exec in the job from now on to `sink`, from another
+    /// thread, as an [`ExecEvent`](crate::ExecEvent) (see
+    /// [`crate::procwatch`]): from the kernel's process events connector
+    /// where the runner may listen to it (root in the initial namespaces),
+    /// else by polling `/proc`. Returns which. The watch (and `sink` with
+    /// it) ends when the sandbox's init exits, when the sandbox is
+    /// dropped, or when another watch replaces it.
+    pub fn watch_execs(&self, sink: ExecSink) -> Result<ExecSource, SandboxError> {
+        self.start_exec_watch(None, sink)
+    }
+
+    /// Like [`watch_execs`](Sandbox::watch_execs), from `source` only: an
+    /// error if that is the connector and it cannot be had.
+    pub fn watch_execs_from(&self, source: ExecSource, sink: ExecSink) -> Result<(), SandboxError> {
+        self.start_exec_watch(Some(source), sink).map(drop)
+    }
+
+    fn start_exec_watch(
+        &self,
+        source: Option<ExecSource>,
+        sink: ExecSink,
+    ) -> Result<ExecSource, SandboxError> {
+        let pid_ns = self
+            .namespaces
+            .pid()
+            .ok_or_else(|| SandboxError::Protocol("the sandbox has no pid namespace".into()))?;
+        let pidfd = self
+            .shared
+            .pidfd
+            .try_clone()
+            .map_err(|e| SandboxError::io("duplicate the sandbox pidfd", e))?;
+        let target = Target {
+            init: self.pid(),
+            pidfd,
+            pid_ns,
+        };
+        let mut slot = lock(&self.execwatch);
+        // One watch at a time: the previous one stops.
+        drop(slot.take());
+        let (watch, source) = ExecWatch::start(target, source, sink)?;
+        *slot = Some(watch);
+        Ok(source)
+    }
+
+    /// How many times the exec watch's connector overflowed (the kernel
+    /// dropped events, each time one or more): execs the watch may have
+    /// missed. 0 without a watch, and for polling.
+    pub fn execs_lost(&self) -> u64 {
+        lock(&self.execwatch).as_ref().map_or(0, ExecWatch::lost)
     }
 
     /// The init's pid in the host's pid namespace.
@@ -466,14 +544,28 @@ impl Sandbox {
     pub fn kill(&self) {
         if !self.reaped {
             // ESRCH only means it is already dead.
-            let _ = pidfd_send_signal(&self.pidfd, Signal::KILL);
+            let _ = pidfd_send_signal(&self.shared.pidfd, Signal::KILL);
         }
     }
 
     /// Limit events of the job's cgroup so far (OOM kills, refused forks);
     /// `None` without a cgroup.
     pub fn events(&self) -> Option<Events> {
-        self.cgroup.as_ref().and_then(|cg| cg.events().ok())
+        lock(&self.shared.cgroup)
+            .as_ref()
+            .and_then(|cg| cg.events().ok())
+    }
+
+    /// What the job has used so far (cpu, memory, pids, block I/O); `None`
+    /// without a cgroup. [`Killer::sample`] reads the same from another
+    /// thread.
+    pub fn sample(&self) -> Option<Sample> {
+        self.shared.sample()
+    }
+
+    /// Whether the sandbox has a cgroup.
+    fn has_cgroup(&self) -> bool {
+        lock(&self.shared.cgroup).is_some()
     }
 
     /// Kills everything in the sandbox, waits until the kernel has torn the
@@ -481,8 +573,11 @@ impl Sandbox {
     /// table and cgroup tree for anything of the job that survived.
     pub fn destroy(mut self) -> Result<TeardownReport, SandboxError> {
         self.kill();
+        drop(lock(&self.execwatch).take());
         self.reap()?;
-        let Some(cg) = self.cgroup.take() else {
+        let shared = Arc::clone(&self.shared);
+        let mut slot = lock(&shared.cgroup);
+        let Some(cg) = slot.take() else {
             return teardown::scan(&self.namespaces);
         };
         // Every process of the job is in its cgroup and cannot leave it (no
@@ -556,10 +651,17 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.kill();
         let _ = self.reap();
-        if let Some(cg) = self.cgroup.take() {
+        let mut slot = lock(&self.shared.cgroup);
+        if let Some(cg) = slot.take() {
             let _ = cg.kill_all();
             let _ = cg.remove();
         }
+    }
+}
+
+impl Shared {
+    fn sample(&self) -> Option<Sample> {
+        lock(&self.cgroup).as_ref().and_then(|cg| cg.sample().ok())
     }
 }
 
@@ -603,9 +705,7 @@ impl Spare {
                 .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
             let pid = spare.sandbox.pid();
             // Owned by the sandbox from here: removed with it on any error.
-            spare
-                .sandbox
-                .cgroup
+            lock(&spare.sandbox.shared.cgroup)
                 .insert(cg)
                 .add_task(pid)
                 .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
@@ -617,7 +717,7 @@ impl Spare {
     /// Whether this spare can become the sandbox `config` describes (same
     /// layers, and a cgroup exactly when the job wants one).
     pub fn fits(&self, config: &SandboxConfig) -> bool {
-        self.layers == config.layers && self.sandbox.cgroup.is_some() == config.cgroup.is_some()
+        self.layers == config.layers && self.sandbox.has_cgroup() == config.cgroup.is_some()
     }
 
     /// Turns the spare into the sandbox of the job `config` describes: its
@@ -649,27 +749,27 @@ impl Spare {
             )));
         }
         let cgroup_err = |e: std::io::Error| SandboxError::Cgroup(e.to_string());
-        match (&config.cgroup, sandbox.cgroup.as_mut()) {
-            (Some(spec), Some(cg)) => {
-                cg.rename(&spec.name).map_err(cgroup_err)?;
-                cg.set_limits(&spec.limits).map_err(cgroup_err)?;
+        {
+            let pid = sandbox.pid();
+            let mut slot = lock(&sandbox.shared.cgroup);
+            match (&config.cgroup, slot.as_mut()) {
+                (Some(spec), Some(cg)) => {
+                    cg.rename(&spec.name).map_err(cgroup_err)?;
+                    cg.set_limits(&spec.limits).map_err(cgroup_err)?;
+                }
+                (Some(spec), None) => {
+                    let cg = cgroup::create(&spec.name, &spec.limits).map_err(cgroup_err)?;
+                    // Owned by the sandbox from here: removed with it on any
+                    // error.
+                    slot.insert(cg).add_task(pid).map_err(cgroup_err)?;
+                }
+                (None, Some(_)) => {
+                    return Err(SandboxError::Protocol(
+                        "a spare with a cgroup cannot run a job without one".into(),
+                    ))
+                }
+                (None, None) => {}
             }
-            (Some(spec), None) => {
-                let cg = cgroup::create(&spec.name, &spec.limits).map_err(cgroup_err)?;
-                let pid = sandbox.pid();
-                // Owned by the sandbox from here: removed with it on any error.
-                sandbox
-                    .cgroup
-                    .insert(cg)
-                    .add_task(pid)
-                    .map_err(cgroup_err)?;
-            }
-            (None, Some(_)) => {
-                return Err(SandboxError::Protocol(
-                    "a spare with a cgroup cannot run a job without one".into(),
-                ))
-            }
-            (None, None) => {}
         }
         // The runner opens the source (it may walk paths the job's host
         // identity cannot), in the init's mount namespace, where the host
@@ -721,17 +821,48 @@ impl Spare {
     }
 }
 
-/// Kills a sandbox from another thread.
-#[derive(Debug)]
+/// A handle on a sandbox for other threads: kill it, contain it, sample
+/// its cgroup, while the sandbox's own thread waits in
+/// [`Sandbox::run`]. Every call is harmless once the sandbox is gone.
+#[derive(Debug, Clone)]
 pub struct Killer {
-    pidfd: OwnedFd,
+    shared: Arc<Shared>,
+    /// Held so that its inode cannot name another job's namespace.
+    pid_ns: Option<Arc<HeldNs>>,
 }
 
 impl Killer {
     /// Sends SIGKILL to the sandbox init, which takes every process of the
     /// sandbox with it. Harmless if the sandbox is already gone.
     pub fn kill(&self) {
-        let _ = pidfd_send_signal(&self.pidfd, Signal::KILL);
+        let _ = pidfd_send_signal(&self.shared.pidfd, Signal::KILL);
+    }
+
+    /// Stops the job at once and says what it was running: freezes its
+    /// cgroup, records every process in it (pid, parent, uid, executable,
+    /// command line, state, memory, start), kills them all and the init,
+    /// and returns the record once they are gone (see
+    /// [`crate::contain`]). Without a cgroup, records the processes of the
+    /// job's pid namespace, then kills the init (and so the namespace).
+    ///
+    /// The thread in [`Sandbox::run`] sees the init die and returns
+    /// [`SandboxError::InitDied`]. Safe to call at any time, from any
+    /// thread, more than once, and while the sandbox is being destroyed:
+    /// once it is gone, the record is empty.
+    pub fn contain(&self) -> Result<Vec<ProcessInfo>, SandboxError> {
+        let slot = lock(&self.shared.cgroup);
+        crate::contain::contain(
+            slot.as_deref(),
+            self.shared.pid,
+            &self.shared.pidfd,
+            self.pid_ns.as_deref().map(HeldNs::id),
+        )
+    }
+
+    /// What the job has used so far (see [`Sandbox::sample`]); `None`
+    /// without a cgroup, or once it is gone.
+    pub fn sample(&self) -> Option<Sample> {
+        self.shared.sample()
     }
 }
 

@@ -9,23 +9,34 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use rustix::process::Pid;
 
 use crate::error::SandboxError;
 
-/// One namespace of a sandbox, held open.
+/// One namespace of a sandbox, held open: while it is, no other namespace
+/// can get its inode number.
 #[derive(Debug)]
-struct HeldNs {
+pub(crate) struct HeldNs {
     _file: File,
     dev: u64,
     ino: u64,
 }
 
+impl HeldNs {
+    pub(crate) fn id(&self) -> crate::procfs::NsId {
+        crate::procfs::NsId {
+            dev: self.dev,
+            ino: self.ino,
+        }
+    }
+}
+
 /// The namespaces of a sandbox that identify its processes.
 #[derive(Debug, Default)]
 pub(crate) struct Namespaces {
-    pid: Option<HeldNs>,
+    pid: Option<Arc<HeldNs>>,
     user: Option<HeldNs>,
 }
 
@@ -52,19 +63,24 @@ impl Namespaces {
             })
         };
         Ok(Namespaces {
-            pid: Some(hold("pid")?),
+            pid: Some(Arc::new(hold("pid")?)),
             user: Some(hold("user")?),
         })
     }
 
+    /// The job's pid namespace, to hold beyond the sandbox's life.
+    pub(crate) fn pid(&self) -> Option<Arc<HeldNs>> {
+        self.pid.clone()
+    }
+
     fn contains(&self, proc_pid_dir: &Path) -> bool {
-        let is = |held: &Option<HeldNs>, name: &str| {
-            held.as_ref().is_some_and(|ns| {
+        let is = |held: Option<&HeldNs>, name: &str| {
+            held.is_some_and(|ns| {
                 std::fs::metadata(proc_pid_dir.join("ns").join(name))
                     .is_ok_and(|m| m.dev() == ns.dev && m.ino() == ns.ino)
             })
         };
-        is(&self.pid, "pid") || is(&self.user, "user")
+        is(self.pid.as_deref(), "pid") || is(self.user.as_ref(), "user")
     }
 }
 

@@ -1,6 +1,7 @@
 //! cgroups: memory (swap off), cpu quota and pids limits for one job, its
-//! limit events, and its teardown, behind one trait with a v1 and a v2
-//! backend (after youki's `libcgroups`).
+//! limit events, usage samples (cpu, memory, pids, block I/O), freezing,
+//! and its teardown, behind one trait with a v1 and a v2 backend (after
+//! youki's `libcgroups`).
 //!
 //! Which backend applies depends on how the host mounts cgroups
 //! ([`detect`]): *unified* (cgroup2 on `/sys/fs/cgroup`, most production
@@ -113,6 +114,26 @@ pub struct Events {
     pub pids_max: u64,
 }
 
+/// What a job's cgroup has used, read at one moment (see
+/// [`Cgroup::sample`]). A counter whose controller the host lacks reads 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Sample {
+    /// CPU time used by every process of the job so far, in nanoseconds
+    /// (v1 `cpuacct.usage`, v2 `cpu.stat` `usage_usec`).
+    pub cpu_usage_ns: u64,
+    /// Memory charged to the job now, page cache included (v1
+    /// `memory.usage_in_bytes`, v2 `memory.current`).
+    pub memory_bytes: u64,
+    /// Processes and threads now (`pids.current`).
+    pub pids: u64,
+    /// Bytes read from block devices so far (v1 `blkio`, v2 `io.stat`).
+    pub io_read_bytes: u64,
+    /// Bytes written to block devices so far. On cgroup v1, buffered
+    /// writes are written back by the kernel's flusher threads and charged
+    /// to the root cgroup: only direct and synchronous writes show here.
+    pub io_write_bytes: u64,
+}
+
 /// One job's cgroup.
 pub trait Cgroup: fmt::Debug + Send + Sync {
     /// Writes the limits (memory with swap off, cpu quota, pids).
@@ -123,8 +144,16 @@ pub trait Cgroup: fmt::Debug + Send + Sync {
     fn add_task(&self, pid: i32) -> io::Result<()>;
     /// Limit events so far.
     fn events(&self) -> io::Result<Events>;
+    /// What the job has used so far (see [`Sample`]).
+    fn sample(&self) -> io::Result<Sample>;
     /// Pids in the cgroup.
     fn procs(&self) -> io::Result<Vec<i32>>;
+    /// Freezes every process in the cgroup and waits until the kernel
+    /// reports the cgroup frozen: none of them runs or forks until
+    /// [`thaw`](Cgroup::thaw).
+    fn freeze(&self) -> io::Result<()>;
+    /// Lets the processes of a frozen cgroup run again.
+    fn thaw(&self) -> io::Result<()>;
     /// Kills every process in the cgroup (v2: `cgroup.kill`; v1: freeze,
     /// SIGKILL each, thaw) and waits until it is empty.
     fn kill_all(&self) -> io::Result<()>;
@@ -209,6 +238,41 @@ fn keyed(text: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Reads a counter file holding one number; 0 when the file is missing
+/// (its controller is not there), an error otherwise.
+fn counter(path: &Path) -> io::Result<u64> {
+    match read(path) {
+        Ok(text) => text
+            .parse()
+            .map_err(|_| io::Error::other(format!("{}: not a number: {text:?}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Like [`read`], but a missing file reads empty.
+fn read_optional(path: &Path) -> io::Result<String> {
+    match read(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        other => other,
+    }
+}
+
+/// Polls `done` every millisecond for up to a second: the kernel takes a
+/// moment to freeze every task of a cgroup.
+fn wait_until(what: &str, done: impl Fn() -> io::Result<bool>) -> io::Result<()> {
+    for _ in 0..1000 {
+        if done()? {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what}: still not done after a second"),
+    ))
+}
+
 /// Parses a `cgroup.procs` file.
 fn pids_in(text: &str) -> Vec<i32> {
     text.lines().filter_map(|l| l.trim().parse().ok()).collect()
@@ -276,6 +340,16 @@ mod tests {
         assert_eq!(keyed(text, "max"), 3);
         assert_eq!(keyed(text, "absent"), 0);
         assert_eq!(pids_in("12\n 13\nx\n"), [12, 13]);
+    }
+
+    #[test]
+    fn counters_read_zero_when_absent_and_fail_when_garbled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(counter(&dir.path().join("absent")).expect("absent"), 0);
+        std::fs::write(dir.path().join("n"), "4096\n").expect("write");
+        assert_eq!(counter(&dir.path().join("n")).expect("n"), 4096);
+        std::fs::write(dir.path().join("bad"), "max\n").expect("write");
+        assert!(counter(&dir.path().join("bad")).is_err());
     }
 
     #[test]

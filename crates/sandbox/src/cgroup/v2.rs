@@ -6,17 +6,24 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{keyed, orphaned, read, rmdir, wait_empty, write, Cgroup, Events, Limits};
+use super::{
+    counter, keyed, orphaned, read, read_optional, rmdir, wait_empty, wait_until, write, Cgroup,
+    Events, Limits, Sample,
+};
 
 /// Controllers a job's cgroup needs.
 const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
+/// Controllers enabled when available: they only account (`io.stat`).
+const OPTIONAL: [&str; 1] = ["io"];
+
 /// The `airlock` parent under a cgroup2 mount at `root`, with the needed
-/// controllers enabled for its children.
+/// controllers (and the optional ones it has) enabled for its children.
 pub(super) fn parent(root: &Path) -> io::Result<PathBuf> {
     let available = read(&root.join("cgroup.controllers"))?;
+    let has = |c: &str| available.split_whitespace().any(|a| a == c);
     for c in CONTROLLERS {
-        if !available.split_whitespace().any(|a| a == c) {
+        if !has(c) {
             return Err(io::Error::other(format!(
                 "the cgroup2 controller {c:?} is not available in {} (have: {available})",
                 root.display()
@@ -29,10 +36,33 @@ pub(super) fn parent(root: &Path) -> io::Result<PathBuf> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(super::with_path(e, &parent)),
     }
-    let enable = CONTROLLERS.map(|c| format!("+{c}")).join(" ");
+    let enable = CONTROLLERS
+        .iter()
+        .chain(OPTIONAL.iter().filter(|c| has(c)))
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     write(&root.join("cgroup.subtree_control"), &enable)?;
     write(&parent.join("cgroup.subtree_control"), &enable)?;
     Ok(parent)
+}
+
+/// Sums `rbytes=` and `wbytes=` over the devices of an `io.stat` file
+/// (`MAJ:MIN rbytes=N wbytes=N rios=N ...`, one line per device).
+fn io_stat_bytes(text: &str) -> (u64, u64) {
+    let (mut read, mut written) = (0u64, 0u64);
+    for field in text.lines().flat_map(|l| l.split_whitespace().skip(1)) {
+        let Some((key, value)) = field.split_once('=') else {
+            continue;
+        };
+        let n: u64 = value.parse().unwrap_or(0);
+        match key {
+            "rbytes" => read = read.saturating_add(n),
+            "wbytes" => written = written.saturating_add(n),
+            _ => {}
+        }
+    }
+    (read, written)
 }
 
 /// A job's cgroup v2.
@@ -96,8 +126,33 @@ impl Cgroup for V2 {
         })
     }
 
+    fn sample(&self) -> io::Result<Sample> {
+        let cpu = read_optional(&self.dir.join("cpu.stat"))?;
+        let (io_read_bytes, io_write_bytes) =
+            io_stat_bytes(&read_optional(&self.dir.join("io.stat"))?);
+        Ok(Sample {
+            cpu_usage_ns: keyed(&cpu, "usage_usec").saturating_mul(1000),
+            memory_bytes: counter(&self.dir.join("memory.current"))?,
+            pids: counter(&self.dir.join("pids.current"))?,
+            io_read_bytes,
+            io_write_bytes,
+        })
+    }
+
     fn procs(&self) -> io::Result<Vec<i32>> {
         super::procs_of(&self.dir)
+    }
+
+    fn freeze(&self) -> io::Result<()> {
+        write(&self.dir.join("cgroup.freeze"), "1")?;
+        let events = self.dir.join("cgroup.events");
+        wait_until(&format!("freeze {}", self.dir.display()), || {
+            Ok(keyed(&read(&events)?, "frozen") == 1)
+        })
+    }
+
+    fn thaw(&self) -> io::Result<()> {
+        write(&self.dir.join("cgroup.freeze"), "0")
     }
 
     fn kill_all(&self) -> io::Result<()> {
@@ -106,17 +161,19 @@ impl Cgroup for V2 {
         }
         let kill = self.dir.join("cgroup.kill");
         if kill.exists() {
+            // Kills frozen tasks too, and whatever forks meanwhile.
             write(&kill, "1")?;
         } else {
             // Before Linux 5.14: freeze, kill each, thaw.
-            let freeze = self.dir.join("cgroup.freeze");
-            write(&freeze, "1")?;
+            let _ = self.freeze();
             for pid in self.procs()? {
                 let _ = rustix::process::Pid::from_raw(pid)
                     .map(|p| rustix::process::kill_process(p, rustix::process::Signal::KILL));
             }
-            write(&freeze, "0")?;
         }
+        // Killed tasks of a frozen cgroup (frozen here, or by a
+        // containment) die once it thaws.
+        self.thaw()?;
         wait_empty(|| self.procs())
     }
 
@@ -181,12 +238,73 @@ mod tests {
         assert_eq!(parent, root.path().join("airlock"));
         assert_eq!(
             text(root.path().join("cgroup.subtree_control")),
-            "+memory +pids +cpu"
+            "+memory +pids +cpu +io"
         );
+        assert_eq!(
+            text(parent.join("cgroup.subtree_control")),
+            "+memory +pids +cpu +io"
+        );
+    }
+
+    #[test]
+    fn io_is_enabled_only_where_available() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::write(root.path().join("cgroup.controllers"), "cpu memory pids\n").expect("write");
+        let parent = parent(root.path()).expect("parent");
         assert_eq!(
             text(parent.join("cgroup.subtree_control")),
             "+memory +pids +cpu"
         );
+    }
+
+    #[test]
+    fn samples_are_read() {
+        let root = fake_root();
+        let dir = root.path().join("job");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let cg = V2 { dir: dir.clone() };
+        // A cgroup whose files are not there (yet) reads as zeros.
+        assert_eq!(cg.sample().expect("empty"), Sample::default());
+        std::fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\nnr_periods 0\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("memory.current"), "8192\n").expect("write");
+        std::fs::write(dir.join("pids.current"), "4\n").expect("write");
+        std::fs::write(
+            dir.join("io.stat"),
+            "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n\
+             253:1 rbytes=5 wbytes=7 rios=1 wios=1 dbytes=0 dios=0\n",
+        )
+        .expect("write");
+        assert_eq!(
+            cg.sample().expect("sample"),
+            Sample {
+                cpu_usage_ns: 2_500_000,
+                memory_bytes: 8192,
+                pids: 4,
+                io_read_bytes: 105,
+                io_write_bytes: 207,
+            }
+        );
+    }
+
+    #[test]
+    fn freeze_waits_for_the_kernel_and_thaw_writes_zero() {
+        let root = fake_root();
+        let dir = root.path().join("job");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 1\n").expect("write");
+        let cg = V2 { dir: dir.clone() };
+        cg.freeze().expect("freeze");
+        assert_eq!(text(dir.join("cgroup.freeze")), "1");
+        cg.thaw().expect("thaw");
+        assert_eq!(text(dir.join("cgroup.freeze")), "0");
+        // A cgroup the kernel never reports frozen: an error, not a hang.
+        std::fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 0\n").expect("write");
+        let err = cg.freeze().expect_err("never frozen");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]
