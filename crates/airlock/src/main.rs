@@ -1,7 +1,9 @@
 //! `airlock`: a secure CI/CD job runner. This binary is thin: it parses the
 //! command line, wires the crates together and maps errors to exit codes.
 
+mod alerts;
 mod audit_cmd;
+mod baseline_cmd;
 mod exit;
 mod home;
 mod runs;
@@ -84,6 +86,27 @@ enum Command {
         /// /etc/hosts included].
         #[arg(long, value_name = "ADDR")]
         egress_dns: Option<std::net::SocketAddr>,
+        /// Directory of the operator's detection rules (`*.yaml`, the
+        /// format of docs/RULES.md), loaded with the shipped ones
+        /// [default: HOME/rules, if it exists].
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+        /// Turn runtime monitoring off: no exec events, samples, detection
+        /// rules, baselines or containment. Shown and recorded in the run.
+        #[arg(long, conflicts_with_all = ["rules", "alert_webhook", "alert_command"])]
+        no_monitor: bool,
+        /// POST every alert as JSON to this URL, signed with HMAC-SHA256
+        /// (header X-Airlock-Signature) and retried on failure.
+        #[arg(long, value_name = "URL", requires = "alert_webhook_key")]
+        alert_webhook: Option<String>,
+        /// The webhook's signing key: a file readable by its owner only.
+        #[arg(long, value_name = "FILE", requires = "alert_webhook")]
+        alert_webhook_key: Option<PathBuf>,
+        /// Run this program for every alert, with the alert as JSON on
+        /// stdin (no shell; AIRLOCK_ALERT_RULE, AIRLOCK_ALERT_SEVERITY,
+        /// AIRLOCK_RUN and AIRLOCK_JOB in its environment).
+        #[arg(long, value_name = "PROGRAM")]
+        alert_command: Option<PathBuf>,
     },
     /// Report which isolation layers this host supports, how, or why not.
     ///
@@ -126,6 +149,12 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
+    },
+    /// What earlier successful runs of each job used (endpoints, binaries):
+    /// show it, or reset it.
+    Baseline {
+        #[command(subcommand)]
+        command: baseline_cmd::BaselineCommand,
     },
 }
 
@@ -172,6 +201,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
             key_file,
             allow_degraded,
             egress_dns,
+            rules,
+            no_monitor,
+            alert_webhook,
+            alert_webhook_key,
+            alert_command,
         } => run(
             &home,
             &file,
@@ -182,6 +216,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 key: secrets_cmd::key_source(key_file),
                 allow_degraded,
                 egress_dns,
+                rules,
+                no_monitor,
+                alert_webhook: alert_webhook.zip(alert_webhook_key),
+                alert_command,
             },
         ),
         Command::Secrets { key_file, command } => {
@@ -197,6 +235,15 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Runs { command } => runs::runs(&open_store(&home, None)?, command),
         Command::Logs { target } => runs::logs(&open_store(&home, None)?, &target),
         Command::Audit { command } => audit_cmd::command(&home, command),
+        Command::Baseline { command } => {
+            let trail = audit_cmd::open_trail(&home, Arc::new(AtomicBool::new(false)))?;
+            let store = open_store(&home, Some(&trail))?;
+            let code = baseline_cmd::baseline(&store, command, &|kind, what| {
+                trail.record(kind, &what);
+            });
+            trail.finish().context("cannot write the audit log")?;
+            code
+        }
     }
 }
 
@@ -391,6 +438,10 @@ struct RunFlags {
     key: secrets::KeySource,
     allow_degraded: Vec<Degradable>,
     egress_dns: Option<std::net::SocketAddr>,
+    rules: Option<PathBuf>,
+    no_monitor: bool,
+    alert_webhook: Option<(String, PathBuf)>,
+    alert_command: Option<PathBuf>,
 }
 
 fn run(home: &Path, file: &Path, flags: RunFlags) -> Result<i32> {
@@ -422,6 +473,12 @@ fn run_pipeline(
 ) -> Result<i32> {
     let (jobs, json) = (flags.jobs.clone(), flags.json);
     let pipeline = spec::load(file)?;
+    let rules = if flags.no_monitor {
+        None
+    } else {
+        Some(Arc::new(alerts::load_rules(home, flags.rules.as_deref())?))
+    };
+    let notifier = alerts::notifier(flags.alert_webhook.as_ref(), flags.alert_command.as_ref())?;
     // A run that cannot be audited does not start, and one whose audit
     // trail breaks is cancelled (the trail raises the cancel flag).
     let cancel = Arc::new(AtomicBool::new(false));
@@ -468,17 +525,20 @@ fn run_pipeline(
         parallel,
         allow_degraded_cgroups: flags.allow_degraded.contains(&Degradable::Cgroups),
         egress_dns: flags.egress_dns,
+        rules,
     };
+    let forwarder = alerts::Forwarder::new(notifier);
     let result = engine::run(
         &pipeline,
         &options,
         &store,
-        &[&terminal, &*trail],
+        &[&terminal, &*trail, &forwarder],
         &cancel,
         spares,
         secret_store.as_ref(),
     );
     terminal.finish();
+    forwarder.finish(&trail);
     // Refusals (a denied secret, say) are audited too.
     trail.finish().context("cannot write the audit log")?;
     let report = result?;

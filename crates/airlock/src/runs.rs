@@ -23,7 +23,8 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one run: its jobs, steps, exit codes and reasons. RUN may be
+    /// Show one run: its jobs, steps, exit codes and reasons, egress,
+    /// alerts, incidents, processes and workspace files. RUN may be
     /// `latest`.
     Show {
         /// Run id.
@@ -122,10 +123,76 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                 for e in &job.egress {
                     writeln!(out, "      {}", egress_line(e))?;
                 }
+                monitoring(&mut out, job)?;
             }
         }
     }
     Ok(EXIT_OK)
+}
+
+/// Most processes `runs show` lists per job (`--json` has them all).
+const SHOWN_PROCESSES: usize = 20;
+
+/// A job's alerts, incidents, processes and files for `runs show`. All of
+/// it comes from the job, so it is made safe for a terminal.
+fn monitoring(out: &mut impl Write, job: &state::JobRecord) -> Result<()> {
+    let safe = |t: &str| for_terminal(t.as_bytes(), false);
+    if !job.alerts.is_empty() {
+        writeln!(out, "    alerts:")?;
+    }
+    for a in &job.alerts {
+        writeln!(
+            out,
+            "      {:<8}  {}{}  {}",
+            a.severity.to_uppercase(),
+            a.rule,
+            if a.action == "kill" { " (kill)" } else { "" },
+            safe(&a.summary)
+        )?;
+    }
+    for i in &job.incidents {
+        writeln!(
+            out,
+            "    incident: contained by rule {} in {} ms: {}",
+            i.rule,
+            i.took_ms,
+            safe(&i.summary)
+        )?;
+        for p in &i.processes {
+            writeln!(
+                out,
+                "      pid {:>5}  ppid {:>5}  uid {:>5}  {}  {}",
+                p.pid,
+                p.ppid,
+                p.uid,
+                safe(&p.path),
+                safe(&p.argv)
+            )?;
+        }
+    }
+    if job.execs > 0 {
+        writeln!(out, "    processes: {} execs", job.execs)?;
+        for p in job.processes.iter().take(SHOWN_PROCESSES) {
+            writeln!(out, "      {:>5}  {}", p.pid, safe(&p.argv))?;
+        }
+        let more = job.execs.saturating_sub(SHOWN_PROCESSES as u64);
+        if more > 0 {
+            writeln!(out, "      ... {more} more (--json lists the first 1000)")?;
+        }
+    }
+    if !job.files.is_empty() {
+        writeln!(out, "    workspace files: {}", job.files.len())?;
+        for f in job.files.iter().take(SHOWN_PROCESSES) {
+            writeln!(
+                out,
+                "      {}  {} B{}",
+                safe(&f.path),
+                f.size,
+                if f.executable { "  (executable)" } else { "" }
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// One egress connection for `runs show`: decision, kind, where, and

@@ -253,7 +253,37 @@ impl Subscriber for Terminal {
                 let text = self.styled("33", &for_terminal(what.as_bytes(), false));
                 self.line(job, &text);
             }
+            Event::Alert {
+                job,
+                rule,
+                severity,
+                action,
+                summary,
+                ..
+            } => {
+                let kill = if action == "kill" { ", containing" } else { "" };
+                let what = format!("🚨 alert [{severity}] {rule}{kill}: {summary}");
+                let text = self.styled("31", &for_terminal(what.as_bytes(), false));
+                self.line(job, &text);
+            }
+            Event::Contained {
+                job,
+                rule,
+                processes,
+                took,
+                ..
+            } => {
+                let what = format!(
+                    "⛔ contained by rule {rule}: froze and killed {} process(es), revoked its leases ({} ms)",
+                    processes.len(),
+                    took.as_millis()
+                );
+                let text = self.styled("31", &what);
+                self.line(job, &text);
+            }
             Event::SandboxReady { .. }
+            | Event::AlertsSuppressed { .. }
+            | Event::JobActivity { .. }
             | Event::Egress { .. }
             | Event::RunFinished { .. }
             | Event::MaskAdded { .. }

@@ -7,49 +7,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{job, set_secret, World};
+use common::{job, set_secret, upstream, World};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{rdata, Name, RData, Record, RecordType};
 use serde_json::Value;
-
-/// An HTTP server on 127.0.0.1 that answers every request with
-/// `upstream says hi: PATH`, one connection per thread.
-fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(&conn);
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
-                    return;
-                }
-                // The rest of the head.
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let path = request.split(' ').nth(1).unwrap_or("?").to_string();
-                let body = format!("upstream says hi: {path}");
-                let mut conn = &conn;
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    addr
-}
 
 /// A DNS server on 127.0.0.1 (UDP) answering A queries from `zone`, and
 /// NXDOMAIN for anything else. Stops when dropped.

@@ -136,6 +136,18 @@ impl Subscriber for AuditTrail {
                 return;
             }
         };
+        // A job's activity holds up to thousands of processes and files;
+        // the run record keeps them. The audit log keeps what a reviewer
+        // needs to spot a change: counts, binaries and endpoints.
+        if let Event::JobActivity {
+            processes, files, ..
+        } = event
+        {
+            value.remove("processes");
+            value.remove("files");
+            value.insert("processes".into(), Value::from(processes.len()));
+            value.insert("files".into(), Value::from(files.len()));
+        }
         let kind = match value.remove("event") {
             Some(Value::String(kind)) => kind,
             _ => "event".to_string(),

@@ -104,6 +104,68 @@ pub enum Event {
         #[serde(with = "millis")]
         took: Duration,
     },
+    /// A detection rule matched something the job did.
+    Alert {
+        /// Job id.
+        job: String,
+        /// The rule's id.
+        rule: String,
+        /// `info`, `low`, `medium`, `high` or `critical`.
+        severity: String,
+        /// What the rule catches.
+        description: String,
+        /// `alert`, or `kill` (the job is being contained).
+        action: String,
+        /// The matching observation in one line, redacted.
+        summary: String,
+        /// The observation's fields, redacted.
+        observation: serde_json::Value,
+    },
+    /// A rule matched more often than a job's alerts may show; the rest
+    /// are counted here as the job ends.
+    AlertsSuppressed {
+        /// Job id.
+        job: String,
+        /// The rule's id.
+        rule: String,
+        /// Matches not reported one by one.
+        count: u64,
+    },
+    /// A rule's `kill` action contained the job: its cgroup was frozen,
+    /// its process tree recorded, every process killed and its leases
+    /// revoked.
+    Contained {
+        /// Job id.
+        job: String,
+        /// The rule that acted.
+        rule: String,
+        /// What it matched, redacted.
+        summary: String,
+        /// The job's processes as they were frozen (arguments redacted).
+        processes: Vec<state::Process>,
+        /// From the triggering observation to the job being dead.
+        #[serde(with = "millis")]
+        took: Duration,
+    },
+    /// What a job did, as it ends: the processes it executed (the first
+    /// ones), the files left in its workspace, and the endpoints and
+    /// binaries a successful run adds to the job's baseline.
+    JobActivity {
+        /// Job id.
+        job: String,
+        /// Execs seen in all.
+        execs: u64,
+        /// How execs were seen: `connector`, `polling`, or `off`.
+        source: String,
+        /// The first processes it executed.
+        processes: Vec<state::Process>,
+        /// Files in its workspace when it ended.
+        files: Vec<state::FileChange>,
+        /// Endpoints the egress proxy allowed (`host:port`).
+        endpoints: std::collections::BTreeSet<String>,
+        /// Executable paths it ran.
+        binaries: std::collections::BTreeSet<String>,
+    },
     /// A step began.
     StepStarted {
         /// Job id.

@@ -1,7 +1,7 @@
 //! Running one job: sandbox, steps in order, artifacts, teardown.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crate::event::{Bus, Event};
 use crate::output;
 use crate::plan::JobPlan;
 use crate::spares::Spares;
+use crate::watch::{self, JobMonitor, Probe, Setup};
 
 /// How one job ended.
 #[derive(Debug, Clone)]
@@ -52,6 +53,10 @@ pub(crate) struct JobContext<'a> {
     pub pipeline: &'a str,
     /// Where egress proxies resolve names.
     pub resolver: net::Resolver,
+    /// Detection rules; `None` turns monitoring off.
+    pub rules: Option<&'a monitor::Rules>,
+    /// The run record, for baselines.
+    pub store: &'a state::Store,
 }
 
 /// Runs `plan` to completion and publishes its events.
@@ -76,24 +81,45 @@ fn run_in_sandbox(plan: &JobPlan, ctx: &JobContext<'_>, started: Instant) -> Job
         Ok(leases) => leases,
         Err(reason) => return failed(None, reason, false),
     };
-    let outcome = run_with_secrets(plan, ctx, started, &leases);
+    let revoked = AtomicBool::new(false);
+    let revoke = || revoke_leases(plan, ctx, &leases, &revoked);
+    let outcome = run_with_secrets(plan, ctx, started, &leases, &revoke);
     // Whatever the outcome: a job's secrets live exactly as long as it.
-    if let (Some(store), false) = (ctx.secrets, leases.is_empty()) {
-        let ids: Vec<&secrets::LeaseId> = leases.iter().map(|(_, l)| l.id()).collect();
-        match store.revoke_all(&ids) {
-            Ok(_) => {
-                for (secret, lease) in &leases {
-                    ctx.bus.emit(Event::SecretRevoked {
-                        job: plan.id.clone(),
-                        name: secret.name.clone(),
-                        lease: lease.id().as_str().to_string(),
-                    });
-                }
+    revoke();
+    outcome
+}
+
+/// Revokes the job's leases, once: as it ends, or earlier when it is
+/// contained.
+fn revoke_leases(
+    plan: &JobPlan,
+    ctx: &JobContext<'_>,
+    leases: &[(&spec::SecretRef, Lease)],
+    done: &AtomicBool,
+) {
+    let Some(store) = ctx.secrets else {
+        return;
+    };
+    if leases.is_empty() || done.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let ids: Vec<&secrets::LeaseId> = leases.iter().map(|(_, l)| l.id()).collect();
+    match store.revoke_all(&ids) {
+        Ok(_) => {
+            for (secret, lease) in leases {
+                ctx.bus.emit(Event::SecretRevoked {
+                    job: plan.id.clone(),
+                    name: secret.name.clone(),
+                    lease: lease.id().as_str().to_string(),
+                });
             }
-            Err(e) => tracing::error!("cannot revoke the leases of job {}: {e}", plan.id),
+        }
+        Err(e) => {
+            // Let the end of the job (or the run's sweep) try again.
+            done.store(false, Ordering::SeqCst);
+            tracing::error!("cannot revoke the leases of job {}: {e}", plan.id);
         }
     }
-    outcome
 }
 
 /// Leases every secret the job asks for, with the job's timeout as TTL:
@@ -130,6 +156,7 @@ fn run_with_secrets(
     ctx: &JobContext<'_>,
     started: Instant,
     leases: &[(&spec::SecretRef, Lease)],
+    revoke: &(dyn Fn() + Sync),
 ) -> JobOutcome {
     let deadline = started + plan.timeout;
     let mut config = plan.sandbox.clone();
@@ -230,33 +257,136 @@ fn run_with_secrets(
         _ => Ok(None),
     };
     // Calls that try to get past the proxy (they fail: no route).
+    let tx = seen.clone();
     sandbox.on_network_attempt(Box::new(move |a| {
-        let _ = seen.send(Seen::Attempt(a));
+        let _ = tx.send(Seen::Attempt(a));
     }));
+    // Every exec of the job, for the detection rules.
+    let source = match ctx.rules {
+        Some(_) => {
+            let tx = seen.clone();
+            match sandbox.watch_execs(Box::new(move |e| {
+                let _ = tx.send(Seen::Exec(e, Instant::now()));
+            })) {
+                Ok(sandbox::ExecSource::Connector) => "connector",
+                Ok(sandbox::ExecSource::Polling) => "polling",
+                Err(e) => {
+                    tracing::warn!("job {}: execs are not watched: {e}", plan.id);
+                    "off"
+                }
+            }
+        }
+        None => "off",
+    };
+    let probe = JobProbe {
+        handle: sandbox.killer().ok(),
+        revoke,
+    };
+    let baseline = match ctx.rules {
+        Some(_) => ctx
+            .store
+            .baseline(ctx.pipeline, &plan.id)
+            .unwrap_or_else(|e| {
+                tracing::warn!("job {}: no baseline: {e}", plan.id);
+                state::Baseline::default()
+            }),
+        None => state::Baseline::default(),
+    };
+    let last_output = AtomicU64::new(0);
+    let contained = Mutex::new(None);
+    let files_tx = seen.clone();
+    drop(seen);
     let (mut outcome, destroyed) = std::thread::scope(|scope| {
-        // Each connection and attempt becomes an event as it ends. The
-        // thread ends when both senders are gone: the proxy's at its
-        // shutdown, the sandbox's when it is destroyed.
-        let reporter = std::thread::Builder::new()
-            .name(format!("egress-{}", plan.id))
+        // The job's monitor: each connection and attempt becomes an event
+        // as it ends, each exec and each second's sample an observation
+        // for the rules. The thread ends when every sender is gone: the
+        // proxy's at its shutdown, the sandbox's when it is destroyed.
+        let watcher = std::thread::Builder::new()
+            .name(format!("monitor-{}", plan.id))
             .spawn_scoped(scope, || {
+                // Owned by this thread (a Receiver cannot be shared).
+                let reported = reported;
+                let mut monitor = ctx.rules.map(|rules| {
+                    JobMonitor::new(Setup {
+                        job: &plan.id,
+                        rules,
+                        bus: ctx.bus,
+                        probe: &probe,
+                        masks: &masks,
+                        baseline,
+                        limits: plan.limits,
+                        last_output: &last_output,
+                        started,
+                        contained: &contained,
+                    })
+                });
                 let mut direct = 0usize;
-                for s in reported {
-                    let event = match s {
-                        Seen::Connection(c) => egress_event(&plan.id, c, &masks),
+                let mut files = Vec::new();
+                let mut next_sample = Instant::now() + watch::SAMPLE_EVERY;
+                loop {
+                    let wait = next_sample.saturating_duration_since(Instant::now());
+                    let s = match reported.recv_timeout(wait) {
+                        Ok(s) => s,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            next_sample = Instant::now() + watch::SAMPLE_EVERY;
+                            if let Some(m) = monitor.as_mut() {
+                                m.sample(Instant::now());
+                            }
+                            continue;
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
+                    let (event, seen_at) = match s {
+                        Seen::Connection(c) => (egress_event(&plan.id, c, &masks), Instant::now()),
                         Seen::Attempt(a) => {
                             direct += 1;
                             if direct > MAX_ATTEMPT_EVENTS {
                                 continue;
                             }
-                            attempt_event(&plan.id, &a, plan.egress.is_some())
+                            (
+                                attempt_event(&plan.id, &a, plan.egress.is_some()),
+                                Instant::now(),
+                            )
+                        }
+                        Seen::Exec(e, at) => {
+                            if let Some(m) = monitor.as_mut() {
+                                m.exec(watch::Exec {
+                                    pid: e.pid,
+                                    ppid: e.ppid,
+                                    uid: e.uid,
+                                    path: e.path,
+                                    parent: e.parent,
+                                    argv: e.argv,
+                                    seen: at,
+                                });
+                            }
+                            continue;
+                        }
+                        Seen::Files(found) => {
+                            if let Some(m) = monitor.as_mut() {
+                                // The job is over but its cgroup is still
+                                // there: a limit it hit in its last second
+                                // is counted now.
+                                m.sample(Instant::now());
+                                for f in &found {
+                                    m.file(f);
+                                }
+                            }
+                            files = found;
+                            continue;
                         }
                     };
-                    ctx.bus.emit(event);
+                    ctx.bus.emit(event.clone());
+                    if let Some(m) = monitor.as_mut() {
+                        m.egress(&event, seen_at);
+                    }
                 }
                 if direct > MAX_ATTEMPT_EVENTS {
                     ctx.bus
                         .emit(unrecorded_attempts(&plan.id, direct - MAX_ATTEMPT_EVENTS));
+                }
+                if let Some(m) = monitor {
+                    m.finish(source, files);
                 }
             });
         // Fail closed: without its proxy, a job that needs the network
@@ -269,15 +399,31 @@ fn run_with_secrets(
                 deadline,
                 &secret_env,
                 redactor,
-                &masks,
+                &Watched {
+                    masks: &masks,
+                    started,
+                    last_output: &last_output,
+                },
             ),
             Err(why) => failed(None, why.clone(), false),
         };
-        if outcome.status == Status::Success && !plan.artifacts.is_empty() {
+        let contained_now = contained.lock().ok().and_then(|c| c.clone());
+        if outcome.status == Status::Success
+            && contained_now.is_none()
+            && !plan.artifacts.is_empty()
+        {
             if let Err(e) = collect_artifacts(&sandbox, plan, ctx.run_dir) {
                 outcome = failed(None, format!("artifacts: {e}"), false);
             }
         }
+        if ctx.rules.is_some() {
+            let files = watch::workspace_files(
+                &sandbox.root(),
+                std::path::Path::new(&plan.sandbox.workdir),
+            );
+            let _ = files_tx.send(Seen::Files(files));
+        }
+        drop(files_tx);
         if let Ok(Some(proxy)) = proxy {
             proxy.shutdown();
         }
@@ -285,11 +431,21 @@ fn run_with_secrets(
             k.retain(|(id, _)| id != &plan.id);
         }
         let destroyed = sandbox.destroy();
-        if let Ok(reporter) = reporter {
-            let _ = reporter.join();
+        if let Ok(watcher) = watcher {
+            let _ = watcher.join();
         }
         (outcome, destroyed)
     });
+    // A contained job failed because a rule stopped it, whatever its last
+    // step reported.
+    if let Some(c) = contained.lock().ok().and_then(|c| c.clone()) {
+        outcome = JobOutcome {
+            status: Status::Contained,
+            exit_code: None,
+            reason: Some(format!("contained by rule {}: {}", c.rule, c.summary)),
+            refused: false,
+        };
+    }
 
     match destroyed {
         Ok(report) if report.is_clean() => {}
@@ -324,7 +480,7 @@ fn run_steps(
     deadline: Instant,
     secret_env: &[(String, String)],
     mut redactor: Option<Redactor>,
-    masks_out: &Mutex<Option<Arc<redact::Patterns>>>,
+    watched: &Watched<'_>,
 ) -> JobOutcome {
     let job = plan.id.as_str();
     let run_id = ctx.run.to_string();
@@ -358,10 +514,10 @@ fn run_steps(
             sandbox,
             &command,
             step_deadline,
-            &mut redactor,
-            (&mut masks, masks_out),
+            (&mut redactor, &mut masks),
             job,
             ctx,
+            watched,
         );
 
         let (mut status, exit_code, mut reason) = match result {
@@ -453,11 +609,16 @@ fn run_command(
     sandbox: &mut Sandbox,
     command: &CommandSpec,
     deadline: Instant,
-    redactor: &mut Option<Redactor>,
-    (masks, masks_out): (&mut usize, &Mutex<Option<Arc<redact::Patterns>>>),
+    (redactor, masks): (&mut Option<Redactor>, &mut usize),
     job: &str,
     ctx: &JobContext<'_>,
+    watched: &Watched<'_>,
 ) -> Result<CommandOutcome, String> {
+    let Watched {
+        masks: masks_out,
+        started,
+        last_output,
+    } = *watched;
     let bus = ctx.bus;
     let (mut handoff, pieces) = output::handoff();
     std::thread::scope(|scope| {
@@ -476,6 +637,8 @@ fn run_command(
                 }
             }
             Output::Data(d) => {
+                let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                last_output.store(now, Ordering::Relaxed);
                 let mut clean = handoff.buffer();
                 match redactor.as_mut() {
                     Some(r) => r.push(d, &mut clean),
@@ -552,12 +715,69 @@ fn add_mask(
     }
 }
 
-/// What a job's egress reporter hears about.
+/// What the job's output path shares with its monitor: the redaction
+/// patterns in force (secrets and runtime masks), and when the job last
+/// wrote output.
+#[derive(Clone, Copy)]
+struct Watched<'a> {
+    masks: &'a Mutex<Option<Arc<redact::Patterns>>>,
+    started: Instant,
+    /// Milliseconds after `started`.
+    last_output: &'a AtomicU64,
+}
+
+/// What a job's monitor thread hears about.
 enum Seen {
     /// The proxy or DNS responder finished a connection or query.
     Connection(net::Connection),
     /// A call of the job named an address other than loopback.
     Attempt(sandbox::Attempt),
+    /// A process of the job called execve (when it was heard of).
+    Exec(sandbox::ExecEvent, Instant),
+    /// The files in the job's workspace as it ends.
+    Files(Vec<state::FileChange>),
+}
+
+/// The monitor's view of a running sandbox.
+struct JobProbe<'a> {
+    handle: Option<Killer>,
+    revoke: &'a (dyn Fn() + Sync),
+}
+
+impl Probe for JobProbe<'_> {
+    fn sample(&self) -> Option<sandbox::cgroup::Sample> {
+        self.handle.as_ref()?.sample()
+    }
+
+    fn events(&self) -> Option<Events> {
+        self.handle.as_ref()?.events()
+    }
+
+    fn contain(&self) -> Result<Vec<state::Process>, String> {
+        let frozen = match &self.handle {
+            Some(h) => h.contain().map_err(|e| e.to_string()),
+            None => Err("no handle on the sandbox".to_string()),
+        };
+        // Its secrets die with it, before anything else is reported.
+        (self.revoke)();
+        let now = state::Timestamp::now();
+        Ok(frozen?
+            .into_iter()
+            .map(|p| state::Process {
+                at: now,
+                pid: i64::from(p.pid),
+                ppid: i64::from(p.ppid),
+                uid: i64::from(p.uid),
+                path: p.path,
+                argv: p
+                    .argv
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            })
+            .collect())
+    }
 }
 
 /// Attempts to bypass the proxy recorded per job; a job in a loop of them
@@ -613,16 +833,7 @@ fn egress_event(
     masks: &Mutex<Option<Arc<redact::Patterns>>>,
 ) -> Event {
     let patterns = masks.lock().ok().and_then(|m| m.clone());
-    let clean = |text: String| match &patterns {
-        None => text,
-        Some(patterns) => {
-            let mut r = Redactor::new(Arc::clone(patterns));
-            let mut out = Vec::with_capacity(text.len());
-            r.push(text.as_bytes(), &mut out);
-            r.finish(&mut out);
-            String::from_utf8_lossy(&out).into_owned()
-        }
-    };
+    let clean = |text: String| watch::redact_text(patterns.as_ref(), &text);
     let (allowed, detail) = match c.decision {
         net::Decision::Allowed { rule } => (true, rule),
         net::Decision::Denied { reason } => (false, clean(reason)),

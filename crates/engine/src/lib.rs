@@ -14,6 +14,7 @@ pub mod plan;
 mod record;
 mod run;
 mod spares;
+mod watch;
 
 pub use audit::AuditTrail;
 pub use error::{EngineError, Refusal};

@@ -17,11 +17,22 @@ use crate::event::{Event, Line, Subscriber};
 pub(crate) struct Recorder<'a> {
     pub store: &'a Store,
     pub run: RunId,
+    /// Pipeline name: baselines are kept per pipeline and job.
+    pub pipeline: &'a str,
+    /// What each job used, held until it ends: a successful job's
+    /// endpoints and binaries join its baseline.
+    pub learned: Mutex<HashMap<String, Learned>>,
     pub logs: &'a LogFiles,
     pub artifacts: HashMap<String, Vec<String>>,
     /// The first write error, reported at the end of the run.
     pub error: Mutex<Option<state::StateError>>,
 }
+
+/// The endpoints and binaries of a job, from its `JobActivity`.
+pub(crate) type Learned = (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+);
 
 impl Recorder<'_> {
     fn keep(&self, r: Result<(), state::StateError>) {
@@ -69,6 +80,10 @@ impl Subscriber for Recorder<'_> {
                     artifacts,
                 };
                 self.keep(store.job_finished(run, job, &end));
+                let learned = self.learned.lock().ok().and_then(|mut l| l.remove(job));
+                if let (Status::Success, Some((endpoints, binaries))) = (status, learned) {
+                    self.keep(store.learn_baseline(self.pipeline, job, &endpoints, &binaries));
+                }
             }
             Event::JobSkipped { job, because } => {
                 let end = JobEnd {
@@ -109,7 +124,58 @@ impl Subscriber for Recorder<'_> {
                 };
                 self.keep(store.egress(run, job, &egress));
             }
+            Event::Alert {
+                job,
+                rule,
+                severity,
+                description,
+                action,
+                summary,
+                observation,
+            } => {
+                let alert = state::Alert {
+                    at: state::Timestamp::now(),
+                    rule: rule.clone(),
+                    severity: severity.clone(),
+                    action: action.clone(),
+                    description: description.clone(),
+                    summary: summary.clone(),
+                    observation: observation.to_string(),
+                };
+                self.keep(store.alert(run, job, &alert));
+            }
+            Event::Contained {
+                job,
+                rule,
+                summary,
+                processes,
+                took,
+            } => {
+                let incident = state::Incident {
+                    at: state::Timestamp::now(),
+                    rule: rule.clone(),
+                    summary: summary.clone(),
+                    processes: processes.clone(),
+                    took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                };
+                self.keep(store.incident(run, job, &incident));
+            }
+            Event::JobActivity {
+                job,
+                execs,
+                processes,
+                files,
+                endpoints,
+                binaries,
+                ..
+            } => {
+                self.keep(store.job_activity(run, job, *execs, processes, files));
+                if let Ok(mut learned) = self.learned.lock() {
+                    learned.insert(job.clone(), (endpoints.clone(), binaries.clone()));
+                }
+            }
             Event::RunStarted { .. }
+            | Event::AlertsSuppressed { .. }
             | Event::SandboxReady { .. }
             | Event::TeardownFailed { .. }
             | Event::SecretLeased { .. }

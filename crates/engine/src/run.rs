@@ -32,6 +32,9 @@ pub struct RunOptions {
     /// The DNS server the egress proxy asks (the host's resolver, through
     /// getaddrinfo, when `None`).
     pub egress_dns: Option<std::net::SocketAddr>,
+    /// Detection rules for every job; `None` turns monitoring off (the
+    /// run records that as a degraded layer).
+    pub rules: Option<std::sync::Arc<monitor::Rules>>,
 }
 
 /// Exit code of `airlock run` when every job succeeded.
@@ -100,6 +103,12 @@ pub fn run(
     };
     admit(pipeline, &order, secrets)?;
     let mut degraded = Vec::new();
+    if options.rules.is_none() {
+        degraded.push(
+            "monitor: off (--no-monitor); execs, samples and detection rules are not watched"
+                .to_string(),
+        );
+    }
     let cgroups = match probe_cgroups() {
         Ok(()) => true,
         Err(why) if options.allow_degraded_cgroups => {
@@ -135,6 +144,7 @@ pub fn run(
                 Some(server) => net::Resolver::Nameserver(server),
                 None => net::Resolver::System,
             },
+            rules: options.rules.as_deref(),
         };
         record_and_schedule(pipeline, &plans, parallel, degraded, env)
     };
@@ -161,6 +171,8 @@ struct Env<'a> {
     secrets: Option<&'a SecretStore>,
     /// Where egress proxies resolve names.
     resolver: net::Resolver,
+    /// Detection rules, if monitoring is on.
+    rules: Option<&'a monitor::Rules>,
 }
 
 /// Records the run, runs its jobs and records their outcome.
@@ -179,6 +191,7 @@ fn record_and_schedule(
         spares,
         secrets,
         resolver,
+        rules,
     } = env;
     let run = store.begin_run(&NewRun {
         pipeline: pipeline.name.clone(),
@@ -198,6 +211,8 @@ fn record_and_schedule(
     let recorder = Recorder {
         store,
         run,
+        pipeline: &pipeline.name,
+        learned: Mutex::new(HashMap::new()),
         logs: &logs,
         artifacts: plans
             .iter()
@@ -227,6 +242,8 @@ fn record_and_schedule(
         secrets,
         pipeline: &pipeline.name,
         resolver,
+        rules,
+        store,
     };
     let outcomes = schedule(plans, parallel, &ctx)?;
     // Every job revokes its own leases as it ends; this catches any the

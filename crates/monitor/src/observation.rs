@@ -157,8 +157,11 @@ impl fmt::Display for Kind {
 }
 
 /// A field's value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+///
+/// In JSON a whole number is an integer and any other number a string
+/// (`"12.5"`): alerts go into the audit log, whose canonical JSON has no
+/// floating-point numbers.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// Text.
     Text(String),
@@ -166,6 +169,23 @@ pub enum Value {
     Number(f64),
     /// A flag.
     Bool(bool),
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// Whole numbers up to 2^53 are exact in an f64.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        match self {
+            Value::Text(t) => s.serialize_str(t),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Number(n) if n.fract() == 0.0 && n.abs() <= EXACT => {
+                // Checked above: whole and within i64.
+                #[allow(clippy::cast_possible_truncation)]
+                s.serialize_i64(*n as i64)
+            }
+            Value::Number(n) => s.collect_str(n),
+        }
+    }
 }
 
 impl From<&str> for Value {
@@ -266,6 +286,16 @@ impl Observation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_serialize_without_floats() {
+        let json = |v: Value| serde_json::to_string(&v).expect("serialize");
+        assert_eq!(json(Value::from(42u64)), "42");
+        assert_eq!(json(Value::Number(-3.0)), "-3");
+        assert_eq!(json(Value::Number(12.5)), "\"12.5\"");
+        assert_eq!(json(Value::Number(f64::NAN)), "\"NaN\"");
+        assert!(json(Value::Number(1e300)).starts_with("\"1000"));
+    }
 
     #[test]
     fn kinds_round_trip_by_name() {

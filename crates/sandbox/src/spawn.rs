@@ -551,9 +551,7 @@ impl Sandbox {
     /// Limit events of the job's cgroup so far (OOM kills, refused forks);
     /// `None` without a cgroup.
     pub fn events(&self) -> Option<Events> {
-        lock(&self.shared.cgroup)
-            .as_ref()
-            .and_then(|cg| cg.events().ok())
+        self.shared.events()
     }
 
     /// What the job has used so far (cpu, memory, pids, block I/O); `None`
@@ -662,6 +660,10 @@ impl Drop for Sandbox {
 impl Shared {
     fn sample(&self) -> Option<Sample> {
         lock(&self.cgroup).as_ref().and_then(|cg| cg.sample().ok())
+    }
+
+    fn events(&self) -> Option<Events> {
+        lock(&self.cgroup).as_ref().and_then(|cg| cg.events().ok())
     }
 }
 
@@ -863,6 +865,11 @@ impl Killer {
     /// without a cgroup, or once it is gone.
     pub fn sample(&self) -> Option<Sample> {
         self.shared.sample()
+    }
+
+    /// Limit events so far (see [`Sandbox::events`]).
+    pub fn events(&self) -> Option<Events> {
+        self.shared.events()
     }
 }
 

@@ -2,6 +2,8 @@
 //! test and the real `airlock` binary.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -109,4 +111,36 @@ pub fn secrets_set(w: &World, args: &[&str], value: &str) {
     let r = ran(child.wait_with_output().unwrap());
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stdout.contains(value) && !r.stderr.contains(value));
+}
+
+/// An HTTP server on 127.0.0.1 that answers every request with
+/// `upstream says hi: PATH`, one connection per thread.
+pub fn upstream() -> SocketAddr {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(&conn);
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    return;
+                }
+                // The rest of the head.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let path = request.split(' ').nth(1).unwrap_or("?").to_string();
+                let body = format!("upstream says hi: {path}");
+                let mut conn = &conn;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
 }
