@@ -16,7 +16,7 @@ use rustix::process::{pidfd_send_signal, Signal};
 
 use crate::cgroup::Cgroup;
 use crate::error::SandboxError;
-use crate::procfs::{self, JobView, Lookup, NsId, Proc, Reader, Stat};
+use crate::procfs::{At, JobView, Lookup, NsId, Proc, Reader, Stat};
 
 /// How long containment waits for the init to be gone after the kill.
 const INIT_EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -124,18 +124,7 @@ fn snapshot(proc: &Proc, pids: &[i32], init: i32, pid_ns: Option<NsId>) -> Vec<P
                 Lookup::Ours(dir) => Some(dir),
                 _ => None,
             },
-            None => {
-                let mut buf = [0u8; 32];
-                rustix::fs::openat(
-                    proc.as_fd(),
-                    procfs::pid_path(&mut buf, pid, ""),
-                    rustix::fs::OFlags::PATH
-                        | rustix::fs::OFlags::DIRECTORY
-                        | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                )
-                .ok()
-            }
+            None => proc.open_pid(pid),
         }
     };
     // The uid map and root: the init's, or any process's of the job (they
@@ -156,11 +145,11 @@ fn snapshot(proc: &Proc, pids: &[i32], init: i32, pid_ns: Option<NsId>) -> Vec<P
         let Some(dir) = open(host_pid) else {
             continue; // gone
         };
-        let Some(seen) = reader.process(dir.as_fd(), &job, true) else {
+        let Some(seen) = reader.process(At::Dir(dir.as_fd()), &job, true) else {
             continue;
         };
         let start_ticks = reader
-            .read(dir.as_fd(), c"stat", 4096)
+            .read(At::Dir(dir.as_fd()), "stat", 4096)
             .ok()
             .and_then(Stat::parse)
             .map_or(0, |s| s.start_ticks);

@@ -49,10 +49,10 @@ use std::time::{Duration, SystemTime};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 
 use crate::error::SandboxError;
-use crate::procfs::{self, JobView, Lookup, NsId, Proc, Reader, Stat};
+use crate::procfs::{self, At, JobView, Lookup, NsId, Proc, Reader, Stat};
 use crate::teardown::HeldNs;
 
 /// How often the polling source looks at `/proc`.
@@ -305,29 +305,26 @@ impl Core {
             // not forked from a known process of the job).
             return;
         }
-        if let Some(event) = self.describe(tgid, at) {
+        if let Some(event) = self.describe(tgid, at, false) {
             (self.sink)(event);
         }
     }
 
     /// The exec event of the job's process `host_pid`, from what can be
-    /// read of it now. `None` if it turns out not to be the job's.
-    fn describe(&mut self, host_pid: i32, at: SystemTime) -> Option<ExecEvent> {
-        // Read first, check after: a short-lived program is gone within
-        // a millisecond, and every system call before the reads counts. The
-        // directory stays the same process's, so the check holds for what
-        // was read.
-        let seen = match self.proc.open_pid(host_pid) {
-            Some(dir) => {
-                let seen = self.reader.process(dir.as_fd(), &self.job, true);
-                if procfs::holds(dir.as_fd(), self.ns) == Some(false) {
-                    self.known.remove(&host_pid);
-                    return None;
-                }
-                seen
-            }
-            None => None,
-        };
+    /// read of it now. With `verify`, first checks that it is the job's
+    /// (`None` if not); without, the caller knows: it has just checked, or
+    /// the process is a known one's child (its pid cannot have been reused
+    /// since, within microseconds).
+    fn describe(&mut self, host_pid: i32, at: SystemTime, verify: bool) -> Option<ExecEvent> {
+        if verify && self.proc.in_ns(host_pid, self.ns) == Some(false) {
+            self.known.remove(&host_pid);
+            return None;
+        }
+        // A short-lived program is gone within a millisecond: no system
+        // call before the reads that need not be there.
+        let seen = self
+            .reader
+            .process(At::Pid(self.proc.as_fd(), host_pid), &self.job, true);
         let Some(seen) = seen else {
             // Gone: what the fork told.
             let known = self.known.get(&host_pid).cloned();
@@ -389,10 +386,10 @@ impl Core {
         let Lookup::Ours(dir) = self.proc.lookup(host_ppid, self.ns) else {
             return (0, String::new());
         };
-        let Some(seen) = self.reader.process(dir.as_fd(), &self.job, false) else {
+        let Some(seen) = self.reader.process(At::Dir(dir.as_fd()), &self.job, false) else {
             return (0, String::new());
         };
-        let exe = self.reader.exe(dir.as_fd(), &self.job, seen.pid);
+        let exe = self.reader.exe(At::Dir(dir.as_fd()), &self.job, seen.pid);
         self.known.insert(
             host_ppid,
             Known {
@@ -425,12 +422,12 @@ impl Core {
                 continue;
             }
             if report {
-                if let Some(event) = self.describe(pid, SystemTime::now()) {
+                if let Some(event) = self.describe(pid, SystemTime::now(), false) {
                     (self.sink)(event);
                 }
             } else if let Lookup::Ours(dir) = self.proc.lookup(pid, self.ns) {
-                if let Some(seen) = self.reader.process(dir.as_fd(), &self.job, false) {
-                    let exe = self.reader.exe(dir.as_fd(), &self.job, seen.pid);
+                if let Some(seen) = self.reader.process(At::Dir(dir.as_fd()), &self.job, false) {
+                    let exe = self.reader.exe(At::Dir(dir.as_fd()), &self.job, seen.pid);
                     self.known.insert(
                         pid,
                         Known {
@@ -446,10 +443,10 @@ impl Core {
 
     /// Reads the connector until the watch stops, then once more.
     fn serve_connector(&mut self, connector: &Connector, stop: &Stop) {
-        let mut buf = vec![0u8; 8192];
+        let mut batch = Batch::new();
         loop {
             let (readable, stopped) = stop.wait(Some(&connector.sock), None);
-            if (readable || stopped) && !self.drain(connector, &mut buf) {
+            if (readable || stopped) && !self.drain(connector, &mut batch) {
                 // The socket broke: waiting on it again would spin.
                 return;
             }
@@ -461,22 +458,28 @@ impl Core {
 
     /// Handles every message queued on the connector socket; `false` if
     /// the socket failed.
-    fn drain(&mut self, connector: &Connector, buf: &mut [u8]) -> bool {
+    fn drain(&mut self, connector: &Connector, batch: &mut Batch) -> bool {
         loop {
-            match rustix::net::recv(&connector.sock, &mut *buf, RecvFlags::DONTWAIT) {
-                Ok((n, _)) => {
-                    for event in messages(buf.get(..n).unwrap_or_default()) {
-                        match event {
-                            ProcEvent::Fork {
-                                parent_tgid,
-                                child_pid,
-                                child_tgid,
-                            } => self.on_fork(parent_tgid, child_pid, child_tgid),
-                            ProcEvent::Exec { tgid, timestamp_ns } => {
-                                self.on_exec(tgid, wall_clock(timestamp_ns));
+            match batch.receive(connector.sock.as_fd()) {
+                Ok(n) => {
+                    for i in 0..n {
+                        for event in messages(batch.datagram(i)) {
+                            match event {
+                                ProcEvent::Fork {
+                                    parent_tgid,
+                                    child_pid,
+                                    child_tgid,
+                                } => self.on_fork(parent_tgid, child_pid, child_tgid),
+                                ProcEvent::Exec { tgid, timestamp_ns } => {
+                                    self.on_exec(tgid, wall_clock(timestamp_ns));
+                                }
+                                ProcEvent::Exit { pid, tgid } => self.on_exit(pid, tgid),
                             }
-                            ProcEvent::Exit { pid, tgid } => self.on_exit(pid, tgid),
                         }
+                    }
+                    if n < BATCH {
+                        // Fewer than asked for: nothing more is queued.
+                        return true;
                     }
                 }
                 Err(Errno::NOBUFS) => {
@@ -488,6 +491,77 @@ impl Core {
                 Err(Errno::AGAIN) => return true,
                 Err(_) => return false,
             }
+        }
+    }
+}
+
+/// Datagrams taken from the connector per system call.
+const BATCH: usize = 16;
+
+/// Room for one datagram: a connector message is under 100 bytes.
+const DATAGRAM: usize = 512;
+
+/// Buffers for [`Batch::receive`].
+struct Batch {
+    bufs: Box<[[u8; DATAGRAM]; BATCH]>,
+    lens: [usize; BATCH],
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bufs: Box::new([[0; DATAGRAM]; BATCH]),
+            lens: [0; BATCH],
+        }
+    }
+
+    /// Takes up to [`BATCH`] queued datagrams at once (`recvmmsg`, which
+    /// rustix lacks), without waiting: one system call per wake-up where
+    /// `recv` needs one per datagram plus the one that finds none left.
+    fn receive(&mut self, sock: std::os::fd::BorrowedFd<'_>) -> Result<usize, Errno> {
+        use std::os::fd::AsRawFd;
+        let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|_| libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        });
+        for (iov, buf) in iovs.iter_mut().zip(self.bufs.iter_mut()) {
+            iov.iov_base = buf.as_mut_ptr().cast();
+            iov.iov_len = DATAGRAM;
+        }
+        // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
+        let vlen = u32::try_from(BATCH).unwrap_or(1);
+        // SAFETY: `msgs` holds BATCH headers, each pointing at one iovec of
+        // `iovs` that points at a buffer of `self.bufs`, writable for
+        // DATAGRAM bytes; all outlive the call. The kernel writes at most
+        // `vlen` headers and each buffer's length at most; no timeout.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                vlen,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let Ok(n) = usize::try_from(n) else {
+            return Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO));
+        };
+        for (len, msg) in self.lens.iter_mut().zip(msgs.iter()).take(n) {
+            *len = usize::try_from(msg.msg_len).unwrap_or(0).min(DATAGRAM);
+        }
+        Ok(n.min(BATCH))
+    }
+
+    /// The `i`th datagram of the last [`receive`](Batch::receive).
+    fn datagram(&self, i: usize) -> &[u8] {
+        match (self.bufs.get(i), self.lens.get(i)) {
+            (Some(buf), Some(&len)) => buf.get(..len).unwrap_or_default(),
+            _ => &[],
         }
     }
 }
@@ -538,7 +612,6 @@ impl Poller {
     fn tick(&mut self, core: &mut Core, report: bool) {
         self.generation += 1;
         self.dir.rewind();
-        let mut path = [0u8; 32];
         while let Some(Ok(entry)) = self.dir.next() {
             let Some(pid) = pid_of(entry.file_name().to_bytes()) else {
                 continue;
@@ -570,8 +643,10 @@ impl Poller {
                     None => continue, // gone
                 }
             }
-            let stat_path = procfs::pid_path(&mut path, pid, "/stat");
-            let Ok(text) = core.reader.read(core.proc.as_fd(), stat_path, 4096) else {
+            let Ok(text) = core
+                .reader
+                .read(At::Pid(core.proc.as_fd(), pid), "stat", 4096)
+            else {
                 continue; // gone
             };
             let Some(stat) = Stat::parse(text) else {
@@ -588,7 +663,8 @@ impl Poller {
             let changed = before.and_then(|b| b.ours) != Some(identity);
             let mut ours = Some(identity);
             if changed && report {
-                match core.describe(pid, SystemTime::now()) {
+                // The pid may have gone to another namespace's process.
+                match core.describe(pid, SystemTime::now(), true) {
                     Some(event) => (core.sink)(event),
                     // The pid went to another namespace's process.
                     None => ours = None,

@@ -35,6 +35,7 @@ fn main() {
             "contain_without_a_cgroup_kills_the_namespace",
             contain_without_cgroup,
         ),
+        Trial::test("contain_and_destroy_may_race", contain_destroy_race),
     ];
     libtest_mimic::run(&args, tests).exit();
 }
@@ -672,4 +673,53 @@ fn contain_without_cgroup() -> Result<(), Failed> {
     )?;
     check(host_processes_with(marker).is_empty(), "the sleep survived")?;
     check(sandbox.destroy()?.is_clean(), "teardown")
+}
+
+/// Containments from two threads while a third destroys the sandbox:
+/// none panics or hangs, each returns a record or an error, and nothing of
+/// the job is left.
+fn contain_destroy_race() -> Result<(), Failed> {
+    for round in 0..3 {
+        let mut job = job(true)?;
+        let marker = format!("63.42424{round}");
+        // A daemon that outlives its step: the sandbox is idle, not in run.
+        let (outcome, _) = run(
+            &mut job.sandbox,
+            &argv(&[
+                "/bin/sh",
+                "-c",
+                &format!("/bin/sleep {marker} >/dev/null 2>&1 &"),
+            ]),
+        )?;
+        check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+        let killer = job.sandbox.killer()?;
+        let containers: Vec<_> = (0..2)
+            .map(|_| {
+                let k = killer.clone();
+                std::thread::spawn(move || k.contain())
+            })
+            .collect();
+        let started = Instant::now();
+        let report = job.sandbox.destroy()?;
+        for c in containers {
+            let got = c.join().map_err(|_| "contain panicked")?;
+            if let Ok(record) = got {
+                check(
+                    record.iter().all(|p| p.host_pid > 0),
+                    format!("record {record:?}"),
+                )?;
+            }
+        }
+        check(
+            started.elapsed() < Duration::from_secs(10),
+            format!("took {:?}", started.elapsed()),
+        )?;
+        check(report.is_clean(), format!("{report:?}"))?;
+        check(
+            host_processes_with(&marker).is_empty(),
+            "the daemon survived",
+        )?;
+        check(killer.contain()?.is_empty(), "a record after destroy")?;
+    }
+    Ok(())
 }
