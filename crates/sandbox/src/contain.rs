@@ -39,9 +39,10 @@ pub struct ProcessInfo {
     pub path: String,
     /// Its command line (raw: redact before showing).
     pub argv: Vec<Vec<u8>>,
-    /// Its state letter as `/proc` gives it: `R` running, `S` sleeping,
-    /// `D` in uninterruptible wait, `T` stopped, `Z` zombie; `?` unknown.
-    /// Frozen processes show the state they were frozen in.
+    /// Its state letter as `/proc` gave it just before the freeze: `R`
+    /// running, `S` sleeping, `D` in uninterruptible wait, `T` stopped, `Z`
+    /// zombie; `?` unknown. A process that started while the cgroup froze
+    /// reads `D`, as every frozen process does.
     pub state: char,
     /// Its resident memory.
     pub rss_bytes: u64,
@@ -63,13 +64,20 @@ pub(crate) fn contain(
     let proc = Proc::open().map_err(|e| SandboxError::io("open /proc", e))?;
     let snapshot = match cgroup {
         Some(cg) => {
+            // Frozen, every process reads as `D`: their states first.
+            let before = states(&proc, &cg.procs().unwrap_or_default());
             // A cgroup that will not freeze (a task stuck in the kernel) is
             // recorded and killed all the same.
             let _ = cg.freeze();
             let pids = cg
                 .procs()
                 .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
-            let snapshot = snapshot(&proc, &pids, init, pid_ns);
+            let mut snapshot = snapshot(&proc, &pids, init, pid_ns);
+            for p in &mut snapshot {
+                if let Some((_, state)) = before.iter().find(|(pid, _)| *pid == p.host_pid) {
+                    p.state = *state;
+                }
+            }
             let _ = pidfd_send_signal(pidfd, Signal::KILL);
             cg.kill_all()
                 .map_err(|e| SandboxError::Cgroup(format!("contain: {e}")))?;
@@ -95,6 +103,17 @@ pub(crate) fn contain(
         });
     }
     Ok(snapshot)
+}
+
+/// The state letter of each of `pids` (host pids) now.
+fn states(proc: &Proc, pids: &[i32]) -> Vec<(i32, char)> {
+    let mut reader = Reader::default();
+    pids.iter()
+        .filter_map(|&pid| {
+            let text = reader.read(At::Pid(proc.as_fd(), pid), "stat", 4096).ok()?;
+            Some((pid, char::from(Stat::parse(text)?.state)))
+        })
+        .collect()
 }
 
 /// Host pids of the processes in the pid namespace `ns`.

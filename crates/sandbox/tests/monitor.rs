@@ -610,10 +610,11 @@ fn contain_with_cgroup() -> Result<(), Failed> {
         inner.ppid == sh.pid && nested.ppid == inner.pid,
         format!("nested:{listing}"),
     )?;
+    // As they were before the freeze: sleeping, not `D` as frozen.
     check(
         snapshot
             .iter()
-            .all(|p| p.state != '?' && p.started <= std::time::SystemTime::now()),
+            .all(|p| p.state == 'S' && p.started <= std::time::SystemTime::now()),
         format!("states and start times:{listing}"),
     )?;
     check(
@@ -648,7 +649,7 @@ fn contain_with_cgroup() -> Result<(), Failed> {
 fn contain_without_cgroup() -> Result<(), Failed> {
     let job = job(false)?;
     let killer = job.sandbox.killer()?;
-    let marker = "61.4242";
+    let marker = "71.818181";
     let runner = start(
         job.sandbox,
         &format!("/bin/sleep {marker} & wait"),
@@ -681,7 +682,7 @@ fn contain_without_cgroup() -> Result<(), Failed> {
 fn contain_destroy_race() -> Result<(), Failed> {
     for round in 0..3 {
         let mut job = job(true)?;
-        let marker = format!("63.42424{round}");
+        let marker = format!("63.97979{round}");
         // A daemon that outlives its step: the sandbox is idle, not in run.
         let (outcome, _) = run(
             &mut job.sandbox,
