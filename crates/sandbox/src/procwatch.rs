@@ -27,10 +27,14 @@
 //! pid costs one `stat` of `/proc/PID/ns/pid`; a fork or exit, a hash
 //! lookup. Nothing else of the host is read.
 //!
-//! What is read of the job's process (status, executable, command line,
-//! see [`crate::procfs`]) is read right after the exec, but a process can
-//! change its command line, or be gone: then the event carries what could
-//! be read, the command name instead of the path, or `?`.
+//! What is read of the job's process (executable, command line, status,
+//! see `procfs.rs`) is read right after the exec, by a thread at the
+//! lowest real-time priority where the runner may have it (see
+//! `run_ahead_of_the_job`). But a process can change its command line,
+//! or be gone: then the event carries what could be read, the command name
+//! instead of the path (it exited), or `?` (it was reaped too). On a loaded
+//! host that happens to a few in a hundred of programs that live under a
+//! millisecond.
 //!
 //! The connector's socket can overflow when the host execs faster than
 //! the watch reads (a burst, a starved runner): the kernel drops events
