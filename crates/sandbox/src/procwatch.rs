@@ -106,7 +106,10 @@ pub enum ExecSource {
     Polling,
 }
 
-/// Where a sandbox's [`ExecEvent`]s go.
+/// Where a sandbox's [`ExecEvent`]s go. It is called on the watch's
+/// thread, which runs at real-time priority with the connector: keep it
+/// short (hand the event to a channel); the next exec is read only after
+/// it returns.
 pub type ExecSink = Box<dyn FnMut(ExecEvent) + Send>;
 
 /// The sandbox being watched.
@@ -702,10 +705,12 @@ impl Poller {
 /// per exec of the job (a hash lookup per fork or exit of the host).
 fn run_ahead_of_the_job() {
     let param = libc::sched_param { sched_priority: 1 };
+    // Whatever the sink starts (a thread, a hook's process) runs as usual.
+    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
     // SAFETY: sched_setscheduler reads one sched_param from a valid
     // pointer; pid 0 is the calling thread. Failure (no CAP_SYS_NICE, or a
     // real-time budget of 0 in this cgroup) changes nothing.
-    let realtime = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+    let realtime = unsafe { libc::sched_setscheduler(0, policy, &param) } == 0;
     if !realtime {
         let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), WATCH_NICE);
     }

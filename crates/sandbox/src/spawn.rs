@@ -394,7 +394,8 @@ impl Sandbox {
     /// where the runner may listen to it (root in the initial namespaces),
     /// else by polling `/proc`. Returns which. The watch (and `sink` with
     /// it) ends when the sandbox's init exits, when the sandbox is
-    /// dropped, or when another watch replaces it.
+    /// dropped, or when another watch replaces it. `sink` runs on the
+    /// watch's thread (see [`ExecSink`]): keep it short.
     pub fn watch_execs(&self, sink: ExecSink) -> Result<ExecSource, SandboxError> {
         self.start_exec_watch(None, sink)
     }
