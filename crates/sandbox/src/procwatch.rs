@@ -37,11 +37,12 @@
 //! millisecond.
 //!
 //! The connector's socket can overflow when the host execs faster than
-//! the watch reads (a burst, a starved runner): the kernel drops events
-//! and says so, the overflow is counted ([`Sandbox::execs_lost`](crate::Sandbox::execs_lost)),
-//! and the watch re-reads the job's processes from `/proc` (reporting those
-//! it did not know). Execs lost in an overflow by processes it knew are
-//! not reported.
+//! the watch reads (a burst, a starved runner): the kernel says so once,
+//! then drops every event until the watch has emptied the queue. Once it
+//! has, the watch takes the kernel's count of dropped events
+//! ([`Sandbox::execs_lost`](crate::Sandbox::execs_lost)) and re-reads the
+//! job's processes from `/proc`, reporting those it did not know. Execs
+//! lost in an overflow by processes it knew are not reported.
 
 use std::collections::HashMap;
 use std::io;
@@ -174,6 +175,7 @@ impl ExecWatch {
             known: HashMap::new(),
             sink,
             lost: Arc::clone(&lost),
+            behind: false,
         };
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| SandboxError::io("create the exec watch's wake fd", e))?;
@@ -216,7 +218,8 @@ impl ExecWatch {
         Ok((ExecWatch { wake, lost }, chosen))
     }
 
-    /// Connector overflows so far (each lost one or more events).
+    /// Events the kernel dropped because the watch fell behind (forks,
+    /// execs and exits alike: at most that many execs went unreported).
     pub(crate) fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
     }
@@ -282,7 +285,10 @@ struct Core {
     /// The job's processes by host pid.
     known: HashMap<i32, Known>,
     sink: ExecSink,
+    /// Events the kernel dropped so far.
     lost: Arc<AtomicU64>,
+    /// The socket overflowed; not caught up yet.
+    behind: bool,
 }
 
 impl Core {
@@ -486,19 +492,34 @@ impl Core {
                     }
                     if n < BATCH {
                         // Fewer than asked for: nothing more is queued.
-                        return true;
+                        return self.caught_up(connector);
                     }
                 }
                 Err(Errno::NOBUFS) => {
-                    // The kernel dropped events: count, and catch up.
-                    self.lost.fetch_add(1, Ordering::Relaxed);
-                    self.rescan(true);
+                    // The kernel dropped events, and drops every further
+                    // one (silently) until the queue is empty: catch up
+                    // once it is.
+                    self.behind = true;
                 }
                 Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => return true,
+                Err(Errno::AGAIN) => return self.caught_up(connector),
                 Err(_) => return false,
             }
         }
+    }
+
+    /// After an overflow, once the queue is empty (events flow again):
+    /// counts what was dropped and reads the job's processes anew,
+    /// reporting those it did not know. An exec in the short while between
+    /// the two may be reported twice.
+    fn caught_up(&mut self, connector: &Connector) -> bool {
+        if std::mem::take(&mut self.behind) {
+            if let Some(dropped) = connector.dropped() {
+                self.lost.store(dropped, Ordering::Relaxed);
+            }
+            self.rescan(true);
+        }
+        true
     }
 }
 
@@ -796,6 +817,33 @@ impl Connector {
             .copy_from_slice(&(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes());
         connector.control(&filtered)?;
         Ok(connector)
+    }
+
+    /// How many events the kernel dropped for this socket so far
+    /// (`SO_MEMINFO`, which rustix lacks).
+    fn dropped(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        // asm-generic/socket.h, which x86_64 and arm64 use.
+        const SO_MEMINFO: libc::c_int = 55;
+        let mut info = [0u32; 16];
+        let mut len = libc::socklen_t::try_from(std::mem::size_of_val(&info)).ok()?;
+        // SAFETY: getsockopt writes at most `len` bytes to `info`, a
+        // writable buffer of that many bytes, and the length it wrote to
+        // `len`.
+        let got = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let drops = usize::try_from(libc::SK_MEMINFO_DROPS).ok()?;
+        let written = usize::try_from(len).ok()? / std::mem::size_of::<u32>();
+        (got == 0 && drops < written)
+            .then(|| info.get(drops).copied().map(u64::from))
+            .flatten()
     }
 
     /// Sends the connector one control message.

@@ -433,9 +433,10 @@ impl Sandbox {
         Ok(source)
     }
 
-    /// How many times the exec watch's connector overflowed (the kernel
-    /// dropped events, each time one or more): execs the watch may have
-    /// missed. 0 without a watch, and for polling.
+    /// How many events the kernel dropped because the exec watch fell
+    /// behind (forks, execs and exits of the host alike: at most that many
+    /// of the job's execs went unreported). 0 without a watch, and for
+    /// polling.
     pub fn execs_lost(&self) -> u64 {
         lock(&self.execwatch).as_ref().map_or(0, ExecWatch::lost)
     }

@@ -24,6 +24,7 @@ fn main() {
         Trial::test("exec_paths_are_the_jobs_view", exec_paths_job_view),
         Trial::test("host_processes_are_not_reported", host_not_reported),
         Trial::test("short_lived_burst_is_reported_whole", burst_reported),
+        Trial::test("overflow_is_counted_and_caught_up", overflow),
         Trial::test("polling_reports_a_long_lived_process", polling_reports),
         Trial::test(
             "exec_watch_ends_when_the_sandbox_is_destroyed",
@@ -358,6 +359,64 @@ fn burst_reported() -> Result<(), Failed> {
         with_argv * 3 >= n * 2,
         format!("only {with_argv} of {n} execs were read in time"),
     )
+}
+
+/// A watch that falls behind (its sink blocked) while the job execs
+/// thousands of times: the socket overflows, the loss is counted, the
+/// watch re-reads the job's processes and reports the one it missed, and
+/// it goes on working.
+fn overflow() -> Result<(), Failed> {
+    let mut job = job(false)?;
+    let (release, released) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    let mut first = true;
+    job.sandbox.watch_execs(Box::new(move |e| {
+        if first {
+            first = false;
+            let _ = released.recv_timeout(Duration::from_secs(60));
+        }
+        let _ = tx.send(e);
+    }))?;
+    // 6,000 execs are 18,000 events: more than the socket holds.
+    let marker = "30.777777";
+    let script = format!(
+        "i=0; while [ $i -lt 6000 ]; do /bin/true; i=$((i+1)); done; \
+         /bin/sleep {marker} >/dev/null 2>&1 &"
+    );
+    let (outcome, _) = run(&mut job.sandbox, &argv(&["/bin/sh", "-c", &script]))?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+    release.send(())?;
+    let events = collect(&rx, Duration::from_secs(20), |got| {
+        got.iter().any(|e| args_of(e) == ["/bin/sleep", marker])
+    });
+    let lost = job.sandbox.execs_lost();
+    check(
+        lost > 100,
+        format!("{lost} events counted lost after {} events", events.len()),
+    )?;
+    check(
+        events.len() < 6000,
+        format!("{} events: nothing was lost", events.len()),
+    )?;
+    let sleep = events
+        .iter()
+        .find(|e| args_of(e) == ["/bin/sleep", marker])
+        .ok_or("the daemon started during the overflow was not reported")?;
+    check(
+        sleep.path == "/usr/bin/sleep" && sleep.pid > 1,
+        format!("{sleep:?}"),
+    )?;
+    // Still watching.
+    let (outcome, _) = run(&mut job.sandbox, &argv(&["/bin/sleep", "0.3"]))?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+    let after = collect(&rx, Duration::from_secs(5), |got| {
+        got.iter().any(|e| args_of(e) == ["/bin/sleep", "0.3"])
+    });
+    check(
+        after.iter().any(|e| args_of(e) == ["/bin/sleep", "0.3"]),
+        "the watch stopped after the overflow",
+    )?;
+    check(job.sandbox.destroy()?.is_clean(), "teardown")
 }
 
 /// The polling source sees a process that lives long enough, with its
