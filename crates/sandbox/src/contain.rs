@@ -16,7 +16,7 @@ use rustix::process::{pidfd_send_signal, Signal};
 
 use crate::cgroup::Cgroup;
 use crate::error::SandboxError;
-use crate::procfs::{self, JobView, Lookup, NsId, Proc, Reader, Stat};
+use crate::procfs::{At, JobView, Lookup, NsId, Proc, Reader, Stat};
 
 /// How long containment waits for the init to be gone after the kill.
 const INIT_EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -39,9 +39,10 @@ pub struct ProcessInfo {
     pub path: String,
     /// Its command line (raw: redact before showing).
     pub argv: Vec<Vec<u8>>,
-    /// Its state letter as `/proc` gives it: `R` running, `S` sleeping,
-    /// `D` in uninterruptible wait, `T` stopped, `Z` zombie; `?` unknown.
-    /// Frozen processes show the state they were frozen in.
+    /// Its state letter as `/proc` gave it just before the freeze: `R`
+    /// running, `S` sleeping, `D` in uninterruptible wait, `T` stopped, `Z`
+    /// zombie; `?` unknown. A process that started while the cgroup froze
+    /// reads `D`, as every frozen process does.
     pub state: char,
     /// Its resident memory.
     pub rss_bytes: u64,
@@ -63,13 +64,20 @@ pub(crate) fn contain(
     let proc = Proc::open().map_err(|e| SandboxError::io("open /proc", e))?;
     let snapshot = match cgroup {
         Some(cg) => {
+            // Frozen, every process reads as `D`: their states first.
+            let before = states(&proc, &cg.procs().unwrap_or_default());
             // A cgroup that will not freeze (a task stuck in the kernel) is
             // recorded and killed all the same.
             let _ = cg.freeze();
             let pids = cg
                 .procs()
                 .map_err(|e| SandboxError::Cgroup(e.to_string()))?;
-            let snapshot = snapshot(&proc, &pids, init, pid_ns);
+            let mut snapshot = snapshot(&proc, &pids, init, pid_ns);
+            for p in &mut snapshot {
+                if let Some((_, state)) = before.iter().find(|(pid, _)| *pid == p.host_pid) {
+                    p.state = *state;
+                }
+            }
             let _ = pidfd_send_signal(pidfd, Signal::KILL);
             cg.kill_all()
                 .map_err(|e| SandboxError::Cgroup(format!("contain: {e}")))?;
@@ -95,6 +103,17 @@ pub(crate) fn contain(
         });
     }
     Ok(snapshot)
+}
+
+/// The state letter of each of `pids` (host pids) now.
+fn states(proc: &Proc, pids: &[i32]) -> Vec<(i32, char)> {
+    let mut reader = Reader::default();
+    pids.iter()
+        .filter_map(|&pid| {
+            let text = reader.read(At::Pid(proc.as_fd(), pid), "stat", 4096).ok()?;
+            Some((pid, char::from(Stat::parse(text)?.state)))
+        })
+        .collect()
 }
 
 /// Host pids of the processes in the pid namespace `ns`.
@@ -124,18 +143,7 @@ fn snapshot(proc: &Proc, pids: &[i32], init: i32, pid_ns: Option<NsId>) -> Vec<P
                 Lookup::Ours(dir) => Some(dir),
                 _ => None,
             },
-            None => {
-                let mut buf = [0u8; 32];
-                rustix::fs::openat(
-                    proc.as_fd(),
-                    procfs::pid_path(&mut buf, pid, ""),
-                    rustix::fs::OFlags::PATH
-                        | rustix::fs::OFlags::DIRECTORY
-                        | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                )
-                .ok()
-            }
+            None => proc.open_pid(pid),
         }
     };
     // The uid map and root: the init's, or any process's of the job (they
@@ -156,11 +164,11 @@ fn snapshot(proc: &Proc, pids: &[i32], init: i32, pid_ns: Option<NsId>) -> Vec<P
         let Some(dir) = open(host_pid) else {
             continue; // gone
         };
-        let Some(seen) = reader.process(dir.as_fd(), &job, true) else {
+        let Some(seen) = reader.process(At::Dir(dir.as_fd()), &job, true) else {
             continue;
         };
         let start_ticks = reader
-            .read(dir.as_fd(), c"stat", 4096)
+            .read(At::Dir(dir.as_fd()), "stat", 4096)
             .ok()
             .and_then(Stat::parse)
             .map_or(0, |s| s.start_ticks);

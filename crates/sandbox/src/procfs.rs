@@ -78,7 +78,7 @@ impl Proc {
     /// Whether host pid `pid` is in the pid namespace `ns` (one `stat`).
     pub(crate) fn in_ns(&self, pid: i32, ns: NsId) -> Option<bool> {
         let mut buf = [0u8; 32];
-        let path = pid_path(&mut buf, pid, "/ns/pid");
+        let path = pid_path(&mut buf, pid, &"/ns/pid");
         match statat(&self.fd, path, AtFlags::empty()) {
             Ok(st) => Some(st.st_dev == ns.dev && st.st_ino == ns.ino),
             Err(_) => None,
@@ -90,7 +90,7 @@ impl Proc {
     /// pid be reused meanwhile.
     pub(crate) fn lookup(&self, pid: i32, ns: NsId) -> Lookup {
         let mut buf = [0u8; 32];
-        let path = pid_path(&mut buf, pid, "");
+        let path = pid_path(&mut buf, pid, &"");
         let dir = match openat(
             &self.fd,
             path,
@@ -109,26 +109,17 @@ impl Proc {
 }
 
 impl Proc {
-    /// Opens `/proc/PID`, whatever namespace the process is in: see
-    /// [`Proc::holds`].
+    /// Opens `/proc/PID`, whatever namespace the process is in.
     pub(crate) fn open_pid(&self, pid: i32) -> Option<OwnedFd> {
         let mut buf = [0u8; 32];
         openat(
             &self.fd,
-            pid_path(&mut buf, pid, ""),
+            pid_path(&mut buf, pid, &""),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .ok()
     }
-}
-
-/// Whether the process of `dir` (a `/proc/PID`) is in the pid namespace
-/// `ns`; `None` when that cannot be read (the process was reaped).
-pub(crate) fn holds(dir: BorrowedFd<'_>, ns: NsId) -> Option<bool> {
-    statat(dir, c"ns/pid", AtFlags::empty())
-        .ok()
-        .map(|st| st.st_dev == ns.dev && st.st_ino == ns.ino)
 }
 
 /// The identity of the namespace at `path` (`/proc/PID/ns/NAME`).
@@ -141,10 +132,40 @@ pub(crate) fn ns_id(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<NsId> {
 }
 
 /// `PID` followed by `rest`, NUL-terminated, in `buf`.
-pub(crate) fn pid_path<'a>(buf: &'a mut [u8; 32], pid: i32, rest: &str) -> &'a CStr {
+pub(crate) fn pid_path<'a>(
+    buf: &'a mut [u8; 32],
+    pid: i32,
+    rest: &dyn std::fmt::Display,
+) -> &'a CStr {
     let mut cursor = io::Cursor::new(&mut buf[..]);
     let _ = write!(cursor, "{pid}{rest}\0");
     CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c"")
+}
+
+/// Where a process's `/proc` files are: in its `/proc/PID` directory (which
+/// stays that process's, whatever happens to its pid), or under `/proc` by
+/// its pid (a system call less per file; for a process just seen, whose pid
+/// cannot have been reused within microseconds).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum At<'a> {
+    /// Its `/proc/PID` directory.
+    Dir(BorrowedFd<'a>),
+    /// `/proc`, and the pid.
+    Pid(BorrowedFd<'a>, i32),
+}
+
+impl At<'_> {
+    /// The directory and the path of its file `name` relative to it.
+    fn file<'b>(&self, buf: &'b mut [u8; 32], name: &str) -> (BorrowedFd<'_>, &'b CStr) {
+        match *self {
+            At::Dir(dir) => {
+                let mut cursor = io::Cursor::new(&mut buf[..]);
+                let _ = write!(cursor, "{name}\0");
+                (dir, CStr::from_bytes_until_nul(&buf[..]).unwrap_or(c""))
+            }
+            At::Pid(proc, pid) => (proc, pid_path(buf, pid, &format_args!("/{name}"))),
+        }
+    }
 }
 
 /// Buffers for reading `/proc` files, reused from call to call.
@@ -155,19 +176,21 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    /// Reads `name` under `dir` (at most `limit` bytes).
-    pub(crate) fn read(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        limit: usize,
-    ) -> io::Result<&[u8]> {
+    /// Reads the file `name` of a process (at most `limit` bytes).
+    ///
+    /// A read that returns less than asked is the end: `/proc` files are
+    /// generated whole (`status`) or copied until the end or the count
+    /// (`cmdline`), so the read that would return 0 is saved.
+    pub(crate) fn read(&mut self, at: At<'_>, name: &str, limit: usize) -> io::Result<&[u8]> {
         self.file.clear();
-        let fd = openat(dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+        let mut buf = [0u8; 32];
+        let (dir, path) = at.file(&mut buf, name);
+        let fd = openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
         while self.file.len() < limit {
             self.file.reserve(4096);
+            let room = self.file.capacity() - self.file.len();
             match rustix::io::read(&fd, rustix::buffer::spare_capacity(&mut self.file)) {
-                Ok(0) => break,
+                Ok(n) if n < room => break,
                 Ok(_) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -177,12 +200,14 @@ impl Reader {
         Ok(&self.file)
     }
 
-    /// Reads the symlink `name` under `dir`.
-    pub(crate) fn link(&mut self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<&[u8]> {
+    /// Reads the symlink `name` of a process.
+    pub(crate) fn link(&mut self, at: At<'_>, name: &str) -> io::Result<&[u8]> {
         self.link.clear();
         // A path read from the kernel is at most a page long.
         self.link.reserve(4097);
-        readlinkat_raw(dir, name, rustix::buffer::spare_capacity(&mut self.link))?;
+        let mut buf = [0u8; 32];
+        let (dir, path) = at.file(&mut buf, name);
+        readlinkat_raw(dir, path, rustix::buffer::spare_capacity(&mut self.link))?;
         Ok(&self.link)
     }
 
@@ -192,23 +217,18 @@ impl Reader {
     ///
     /// The executable and command line are read first: they are gone as
     /// soon as the process exits, its status only once it is reaped.
-    pub(crate) fn process(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        job: &JobView,
-        full: bool,
-    ) -> Option<Seen> {
+    pub(crate) fn process(&mut self, at: At<'_>, job: &JobView, full: bool) -> Option<Seen> {
         let (exe, argv) = if full {
-            let exe = self.link(dir, c"exe").ok().map(|l| job_path(l, &job.root));
+            let exe = self.link(at, "exe").ok().map(|l| job_path(l, &job.root));
             let argv = self
-                .read(dir, c"cmdline", MAX_CMDLINE)
+                .read(at, "cmdline", MAX_CMDLINE)
                 .map(split_argv)
                 .unwrap_or_default();
             (exe, argv)
         } else {
             (None, Vec::new())
         };
-        let status = Status::parse(self.read(dir, c"status", 64 * 1024).ok()?);
+        let status = Status::parse(self.read(at, "status", 64 * 1024).ok()?);
         let path = if status.ns_pid == 1 {
             Some(crate::INIT_ARGV0.to_string())
         } else {
@@ -227,11 +247,11 @@ impl Reader {
     }
 
     /// The executable of `dir`'s process as the job sees it.
-    pub(crate) fn exe(&mut self, dir: BorrowedFd<'_>, job: &JobView, pid: i32) -> Option<String> {
+    pub(crate) fn exe(&mut self, at: At<'_>, job: &JobView, pid: i32) -> Option<String> {
         if pid == 1 {
             return Some(crate::INIT_ARGV0.to_string());
         }
-        let link = self.link(dir, c"exe").ok()?;
+        let link = self.link(at, "exe").ok()?;
         Some(job_path(link, &job.root))
     }
 }
@@ -250,8 +270,8 @@ impl JobView {
     /// Reads them from the job's init, `/proc/INIT` being `dir`.
     pub(crate) fn of_init(dir: BorrowedFd<'_>) -> io::Result<JobView> {
         let mut reader = Reader::default();
-        let uid_map = UidMap::parse(reader.read(dir, c"uid_map", 64 * 1024)?);
-        let root = reader.link(dir, c"root")?.to_vec();
+        let uid_map = UidMap::parse(reader.read(At::Dir(dir), "uid_map", 64 * 1024)?);
+        let root = reader.link(At::Dir(dir), "root")?.to_vec();
         Ok(JobView { uid_map, root })
     }
 }
@@ -516,8 +536,13 @@ mod tests {
     #[test]
     fn pid_paths_are_formatted_in_place() {
         let mut buf = [0u8; 32];
-        assert_eq!(pid_path(&mut buf, 4_194_304, "/ns/pid"), c"4194304/ns/pid");
-        assert_eq!(pid_path(&mut buf, 7, ""), c"7");
+        assert_eq!(pid_path(&mut buf, 4_194_304, &"/ns/pid"), c"4194304/ns/pid");
+        assert_eq!(pid_path(&mut buf, 7, &""), c"7");
+        // Too long for the buffer: empty, which no *at call accepts.
+        assert_eq!(
+            pid_path(&mut buf, 7, &"/a-name-much-longer-than-32-bytes"),
+            c""
+        );
     }
 
     #[test]
@@ -539,8 +564,13 @@ mod tests {
         };
         let mut reader = Reader::default();
         let seen = reader
-            .process(dir.as_fd(), &JobView::default(), true)
+            .process(At::Dir(dir.as_fd()), &JobView::default(), true)
             .expect("readable");
+        let by_pid = reader
+            .process(At::Pid(proc.as_fd(), me), &JobView::default(), true)
+            .expect("readable");
+        assert_eq!(by_pid.argv, seen.argv);
+        assert_eq!(by_pid.path, seen.path);
         assert_eq!(
             seen.host_ppid,
             i32::try_from(std::os::unix::process::parent_id()).expect("ppid")

@@ -27,17 +27,22 @@
 //! pid costs one `stat` of `/proc/PID/ns/pid`; a fork or exit, a hash
 //! lookup. Nothing else of the host is read.
 //!
-//! What is read of the job's process (status, executable, command line,
-//! see [`crate::procfs`]) is read right after the exec, but a process can
-//! change its command line, or be gone: then the event carries what could
-//! be read, the command name instead of the path, or `?`.
+//! What is read of the job's process (executable, command line, status,
+//! see `procfs.rs`) is read right after the exec, by a thread at the
+//! lowest real-time priority where the runner may have it (see
+//! `run_ahead_of_the_job`). But a process can change its command line,
+//! or be gone: then the event carries what could be read, the command name
+//! instead of the path (it exited), or `?` (it was reaped too). On a loaded
+//! host that happens to a few in a hundred of programs that live under a
+//! millisecond.
 //!
 //! The connector's socket can overflow when the host execs faster than
-//! the watch reads (a burst, a starved runner): the kernel drops events
-//! and says so, the overflow is counted ([`Sandbox::execs_lost`](crate::Sandbox::execs_lost)),
-//! and the watch re-reads the job's processes from `/proc` (reporting those
-//! it did not know). Execs lost in an overflow by processes it knew are
-//! not reported.
+//! the watch reads (a burst, a starved runner): the kernel says so once,
+//! then drops every event until the watch has emptied the queue. Once it
+//! has, the watch takes the kernel's count of dropped events
+//! ([`Sandbox::execs_lost`](crate::Sandbox::execs_lost)) and re-reads the
+//! job's processes from `/proc`, reporting those it did not know. Execs
+//! lost in an overflow by processes it knew are not reported.
 
 use std::collections::HashMap;
 use std::io;
@@ -49,10 +54,10 @@ use std::time::{Duration, SystemTime};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::netlink::SocketAddrNetlink;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 
 use crate::error::SandboxError;
-use crate::procfs::{self, JobView, Lookup, NsId, Proc, Reader, Stat};
+use crate::procfs::{self, At, JobView, Lookup, NsId, Proc, Reader, Stat};
 use crate::teardown::HeldNs;
 
 /// How often the polling source looks at `/proc`.
@@ -102,7 +107,10 @@ pub enum ExecSource {
     Polling,
 }
 
-/// Where a sandbox's [`ExecEvent`]s go.
+/// Where a sandbox's [`ExecEvent`]s go. It is called on the watch's
+/// thread, which runs at real-time priority with the connector: keep it
+/// short (hand the event to a channel); the next exec is read only after
+/// it returns.
 pub type ExecSink = Box<dyn FnMut(ExecEvent) + Send>;
 
 /// The sandbox being watched.
@@ -167,6 +175,7 @@ impl ExecWatch {
             known: HashMap::new(),
             sink,
             lost: Arc::clone(&lost),
+            behind: false,
         };
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| SandboxError::io("create the exec watch's wake fd", e))?;
@@ -209,7 +218,8 @@ impl ExecWatch {
         Ok((ExecWatch { wake, lost }, chosen))
     }
 
-    /// Connector overflows so far (each lost one or more events).
+    /// Events the kernel dropped because the watch fell behind (forks,
+    /// execs and exits alike: at most that many execs went unreported).
     pub(crate) fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
     }
@@ -275,7 +285,10 @@ struct Core {
     /// The job's processes by host pid.
     known: HashMap<i32, Known>,
     sink: ExecSink,
+    /// Events the kernel dropped so far.
     lost: Arc<AtomicU64>,
+    /// The socket overflowed; not caught up yet.
+    behind: bool,
 }
 
 impl Core {
@@ -305,29 +318,26 @@ impl Core {
             // not forked from a known process of the job).
             return;
         }
-        if let Some(event) = self.describe(tgid, at) {
+        if let Some(event) = self.describe(tgid, at, false) {
             (self.sink)(event);
         }
     }
 
     /// The exec event of the job's process `host_pid`, from what can be
-    /// read of it now. `None` if it turns out not to be the job's.
-    fn describe(&mut self, host_pid: i32, at: SystemTime) -> Option<ExecEvent> {
-        // Read first, check after: a short-lived program is gone within
-        // a millisecond, and every system call before the reads counts. The
-        // directory stays the same process's, so the check holds for what
-        // was read.
-        let seen = match self.proc.open_pid(host_pid) {
-            Some(dir) => {
-                let seen = self.reader.process(dir.as_fd(), &self.job, true);
-                if procfs::holds(dir.as_fd(), self.ns) == Some(false) {
-                    self.known.remove(&host_pid);
-                    return None;
-                }
-                seen
-            }
-            None => None,
-        };
+    /// read of it now. With `verify`, first checks that it is the job's
+    /// (`None` if not); without, the caller knows: it has just checked, or
+    /// the process is a known one's child (its pid cannot have been reused
+    /// since, within microseconds).
+    fn describe(&mut self, host_pid: i32, at: SystemTime, verify: bool) -> Option<ExecEvent> {
+        if verify && self.proc.in_ns(host_pid, self.ns) == Some(false) {
+            self.known.remove(&host_pid);
+            return None;
+        }
+        // A short-lived program is gone within a millisecond: no system
+        // call before the reads that need not be there.
+        let seen = self
+            .reader
+            .process(At::Pid(self.proc.as_fd(), host_pid), &self.job, true);
         let Some(seen) = seen else {
             // Gone: what the fork told.
             let known = self.known.get(&host_pid).cloned();
@@ -389,10 +399,10 @@ impl Core {
         let Lookup::Ours(dir) = self.proc.lookup(host_ppid, self.ns) else {
             return (0, String::new());
         };
-        let Some(seen) = self.reader.process(dir.as_fd(), &self.job, false) else {
+        let Some(seen) = self.reader.process(At::Dir(dir.as_fd()), &self.job, false) else {
             return (0, String::new());
         };
-        let exe = self.reader.exe(dir.as_fd(), &self.job, seen.pid);
+        let exe = self.reader.exe(At::Dir(dir.as_fd()), &self.job, seen.pid);
         self.known.insert(
             host_ppid,
             Known {
@@ -425,12 +435,12 @@ impl Core {
                 continue;
             }
             if report {
-                if let Some(event) = self.describe(pid, SystemTime::now()) {
+                if let Some(event) = self.describe(pid, SystemTime::now(), false) {
                     (self.sink)(event);
                 }
             } else if let Lookup::Ours(dir) = self.proc.lookup(pid, self.ns) {
-                if let Some(seen) = self.reader.process(dir.as_fd(), &self.job, false) {
-                    let exe = self.reader.exe(dir.as_fd(), &self.job, seen.pid);
+                if let Some(seen) = self.reader.process(At::Dir(dir.as_fd()), &self.job, false) {
+                    let exe = self.reader.exe(At::Dir(dir.as_fd()), &self.job, seen.pid);
                     self.known.insert(
                         pid,
                         Known {
@@ -446,10 +456,10 @@ impl Core {
 
     /// Reads the connector until the watch stops, then once more.
     fn serve_connector(&mut self, connector: &Connector, stop: &Stop) {
-        let mut buf = vec![0u8; 8192];
+        let mut batch = Batch::new();
         loop {
             let (readable, stopped) = stop.wait(Some(&connector.sock), None);
-            if (readable || stopped) && !self.drain(connector, &mut buf) {
+            if (readable || stopped) && !self.drain(connector, &mut batch) {
                 // The socket broke: waiting on it again would spin.
                 return;
             }
@@ -461,33 +471,125 @@ impl Core {
 
     /// Handles every message queued on the connector socket; `false` if
     /// the socket failed.
-    fn drain(&mut self, connector: &Connector, buf: &mut [u8]) -> bool {
+    fn drain(&mut self, connector: &Connector, batch: &mut Batch) -> bool {
         loop {
-            match rustix::net::recv(&connector.sock, &mut *buf, RecvFlags::DONTWAIT) {
-                Ok((n, _)) => {
-                    for event in messages(buf.get(..n).unwrap_or_default()) {
-                        match event {
-                            ProcEvent::Fork {
-                                parent_tgid,
-                                child_pid,
-                                child_tgid,
-                            } => self.on_fork(parent_tgid, child_pid, child_tgid),
-                            ProcEvent::Exec { tgid, timestamp_ns } => {
-                                self.on_exec(tgid, wall_clock(timestamp_ns));
+            match batch.receive(connector.sock.as_fd()) {
+                Ok(n) => {
+                    for i in 0..n {
+                        for event in messages(batch.datagram(i)) {
+                            match event {
+                                ProcEvent::Fork {
+                                    parent_tgid,
+                                    child_pid,
+                                    child_tgid,
+                                } => self.on_fork(parent_tgid, child_pid, child_tgid),
+                                ProcEvent::Exec { tgid, timestamp_ns } => {
+                                    self.on_exec(tgid, wall_clock(timestamp_ns));
+                                }
+                                ProcEvent::Exit { pid, tgid } => self.on_exit(pid, tgid),
                             }
-                            ProcEvent::Exit { pid, tgid } => self.on_exit(pid, tgid),
                         }
+                    }
+                    if n < BATCH {
+                        // Fewer than asked for: nothing more is queued.
+                        return self.caught_up(connector);
                     }
                 }
                 Err(Errno::NOBUFS) => {
-                    // The kernel dropped events: count, and catch up.
-                    self.lost.fetch_add(1, Ordering::Relaxed);
-                    self.rescan(true);
+                    // The kernel dropped events, and drops every further
+                    // one (silently) until the queue is empty: catch up
+                    // once it is.
+                    self.behind = true;
                 }
                 Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => return true,
+                Err(Errno::AGAIN) => return self.caught_up(connector),
                 Err(_) => return false,
             }
+        }
+    }
+
+    /// After an overflow, once the queue is empty (events flow again):
+    /// counts what was dropped and reads the job's processes anew,
+    /// reporting those it did not know. An exec in the short while between
+    /// the two may be reported twice.
+    fn caught_up(&mut self, connector: &Connector) -> bool {
+        if std::mem::take(&mut self.behind) {
+            if let Some(dropped) = connector.dropped() {
+                self.lost.store(dropped, Ordering::Relaxed);
+            }
+            self.rescan(true);
+        }
+        true
+    }
+}
+
+/// Datagrams taken from the connector per system call.
+const BATCH: usize = 16;
+
+/// Room for one datagram: a connector message is under 100 bytes.
+const DATAGRAM: usize = 512;
+
+/// Buffers for [`Batch::receive`].
+struct Batch {
+    bufs: Box<[[u8; DATAGRAM]; BATCH]>,
+    lens: [usize; BATCH],
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bufs: Box::new([[0; DATAGRAM]; BATCH]),
+            lens: [0; BATCH],
+        }
+    }
+
+    /// Takes up to [`BATCH`] queued datagrams at once (`recvmmsg`, which
+    /// rustix lacks), without waiting: one system call per wake-up where
+    /// `recv` needs one per datagram plus the one that finds none left.
+    fn receive(&mut self, sock: std::os::fd::BorrowedFd<'_>) -> Result<usize, Errno> {
+        use std::os::fd::AsRawFd;
+        let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|_| libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        });
+        for (iov, buf) in iovs.iter_mut().zip(self.bufs.iter_mut()) {
+            iov.iov_base = buf.as_mut_ptr().cast();
+            iov.iov_len = DATAGRAM;
+        }
+        // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (msg, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+            msg.msg_hdr.msg_iov = iov;
+            msg.msg_hdr.msg_iovlen = 1;
+        }
+        let vlen = u32::try_from(BATCH).unwrap_or(1);
+        // SAFETY: `msgs` holds BATCH headers, each pointing at one iovec of
+        // `iovs` that points at a buffer of `self.bufs`, writable for
+        // DATAGRAM bytes; all outlive the call. The kernel writes at most
+        // `vlen` headers and each buffer's length at most; no timeout.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                vlen,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let Ok(n) = usize::try_from(n) else {
+            return Err(Errno::from_io_error(&io::Error::last_os_error()).unwrap_or(Errno::IO));
+        };
+        for (len, msg) in self.lens.iter_mut().zip(msgs.iter()).take(n) {
+            *len = usize::try_from(msg.msg_len).unwrap_or(0).min(DATAGRAM);
+        }
+        Ok(n.min(BATCH))
+    }
+
+    /// The `i`th datagram of the last [`receive`](Batch::receive).
+    fn datagram(&self, i: usize) -> &[u8] {
+        match (self.bufs.get(i), self.lens.get(i)) {
+            (Some(buf), Some(&len)) => buf.get(..len).unwrap_or_default(),
+            _ => &[],
         }
     }
 }
@@ -538,7 +640,6 @@ impl Poller {
     fn tick(&mut self, core: &mut Core, report: bool) {
         self.generation += 1;
         self.dir.rewind();
-        let mut path = [0u8; 32];
         while let Some(Ok(entry)) = self.dir.next() {
             let Some(pid) = pid_of(entry.file_name().to_bytes()) else {
                 continue;
@@ -570,8 +671,10 @@ impl Poller {
                     None => continue, // gone
                 }
             }
-            let stat_path = procfs::pid_path(&mut path, pid, "/stat");
-            let Ok(text) = core.reader.read(core.proc.as_fd(), stat_path, 4096) else {
+            let Ok(text) = core
+                .reader
+                .read(At::Pid(core.proc.as_fd(), pid), "stat", 4096)
+            else {
                 continue; // gone
             };
             let Some(stat) = Stat::parse(text) else {
@@ -588,7 +691,8 @@ impl Poller {
             let changed = before.and_then(|b| b.ours) != Some(identity);
             let mut ours = Some(identity);
             if changed && report {
-                match core.describe(pid, SystemTime::now()) {
+                // The pid may have gone to another namespace's process.
+                match core.describe(pid, SystemTime::now(), true) {
                     Some(event) => (core.sink)(event),
                     // The pid went to another namespace's process.
                     None => ours = None,
@@ -622,10 +726,12 @@ impl Poller {
 /// per exec of the job (a hash lookup per fork or exit of the host).
 fn run_ahead_of_the_job() {
     let param = libc::sched_param { sched_priority: 1 };
+    // Whatever the sink starts (a thread, a hook's process) runs as usual.
+    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
     // SAFETY: sched_setscheduler reads one sched_param from a valid
     // pointer; pid 0 is the calling thread. Failure (no CAP_SYS_NICE, or a
     // real-time budget of 0 in this cgroup) changes nothing.
-    let realtime = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0;
+    let realtime = unsafe { libc::sched_setscheduler(0, policy, &param) } == 0;
     if !realtime {
         let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), WATCH_NICE);
     }
@@ -711,6 +817,33 @@ impl Connector {
             .copy_from_slice(&(PROC_EVENT_FORK | PROC_EVENT_EXEC | PROC_EVENT_EXIT).to_ne_bytes());
         connector.control(&filtered)?;
         Ok(connector)
+    }
+
+    /// How many events the kernel dropped for this socket so far
+    /// (`SO_MEMINFO`, which rustix lacks).
+    fn dropped(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        // asm-generic/socket.h, which x86_64 and arm64 use.
+        const SO_MEMINFO: libc::c_int = 55;
+        let mut info = [0u32; 16];
+        let mut len = libc::socklen_t::try_from(std::mem::size_of_val(&info)).ok()?;
+        // SAFETY: getsockopt writes at most `len` bytes to `info`, a
+        // writable buffer of that many bytes, and the length it wrote to
+        // `len`.
+        let got = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let drops = usize::try_from(libc::SK_MEMINFO_DROPS).ok()?;
+        let written = usize::try_from(len).ok()? / std::mem::size_of::<u32>();
+        (got == 0 && drops < written)
+            .then(|| info.get(drops).copied().map(u64::from))
+            .flatten()
     }
 
     /// Sends the connector one control message.

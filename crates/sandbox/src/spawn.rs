@@ -394,7 +394,8 @@ impl Sandbox {
     /// where the runner may listen to it (root in the initial namespaces),
     /// else by polling `/proc`. Returns which. The watch (and `sink` with
     /// it) ends when the sandbox's init exits, when the sandbox is
-    /// dropped, or when another watch replaces it.
+    /// dropped, or when another watch replaces it. `sink` runs on the
+    /// watch's thread (see [`ExecSink`]): keep it short.
     pub fn watch_execs(&self, sink: ExecSink) -> Result<ExecSource, SandboxError> {
         self.start_exec_watch(None, sink)
     }
@@ -432,9 +433,10 @@ impl Sandbox {
         Ok(source)
     }
 
-    /// How many times the exec watch's connector overflowed (the kernel
-    /// dropped events, each time one or more): execs the watch may have
-    /// missed. 0 without a watch, and for polling.
+    /// How many events the kernel dropped because the exec watch fell
+    /// behind (forks, execs and exits of the host alike: at most that many
+    /// of the job's execs went unreported). 0 without a watch, and for
+    /// polling.
     pub fn execs_lost(&self) -> u64 {
         lock(&self.execwatch).as_ref().map_or(0, ExecWatch::lost)
     }

@@ -24,6 +24,7 @@ fn main() {
         Trial::test("exec_paths_are_the_jobs_view", exec_paths_job_view),
         Trial::test("host_processes_are_not_reported", host_not_reported),
         Trial::test("short_lived_burst_is_reported_whole", burst_reported),
+        Trial::test("overflow_is_counted_and_caught_up", overflow),
         Trial::test("polling_reports_a_long_lived_process", polling_reports),
         Trial::test(
             "exec_watch_ends_when_the_sandbox_is_destroyed",
@@ -35,6 +36,7 @@ fn main() {
             "contain_without_a_cgroup_kills_the_namespace",
             contain_without_cgroup,
         ),
+        Trial::test("contain_and_destroy_may_race", contain_destroy_race),
     ];
     libtest_mimic::run(&args, tests).exit();
 }
@@ -359,6 +361,64 @@ fn burst_reported() -> Result<(), Failed> {
     )
 }
 
+/// A watch that falls behind (its sink blocked) while the job execs
+/// thousands of times: the socket overflows, the loss is counted, the
+/// watch re-reads the job's processes and reports the one it missed, and
+/// it goes on working.
+fn overflow() -> Result<(), Failed> {
+    let mut job = job(false)?;
+    let (release, released) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    let mut first = true;
+    job.sandbox.watch_execs(Box::new(move |e| {
+        if first {
+            first = false;
+            let _ = released.recv_timeout(Duration::from_secs(60));
+        }
+        let _ = tx.send(e);
+    }))?;
+    // 6,000 execs are 18,000 events: more than the socket holds.
+    let marker = "30.777777";
+    let script = format!(
+        "i=0; while [ $i -lt 6000 ]; do /bin/true; i=$((i+1)); done; \
+         /bin/sleep {marker} >/dev/null 2>&1 &"
+    );
+    let (outcome, _) = run(&mut job.sandbox, &argv(&["/bin/sh", "-c", &script]))?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+    release.send(())?;
+    let events = collect(&rx, Duration::from_secs(20), |got| {
+        got.iter().any(|e| args_of(e) == ["/bin/sleep", marker])
+    });
+    let lost = job.sandbox.execs_lost();
+    check(
+        lost > 100,
+        format!("{lost} events counted lost after {} events", events.len()),
+    )?;
+    check(
+        events.len() < 6000,
+        format!("{} events: nothing was lost", events.len()),
+    )?;
+    let sleep = events
+        .iter()
+        .find(|e| args_of(e) == ["/bin/sleep", marker])
+        .ok_or("the daemon started during the overflow was not reported")?;
+    check(
+        sleep.path == "/usr/bin/sleep" && sleep.pid > 1,
+        format!("{sleep:?}"),
+    )?;
+    // Still watching.
+    let (outcome, _) = run(&mut job.sandbox, &argv(&["/bin/sleep", "0.3"]))?;
+    check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+    let after = collect(&rx, Duration::from_secs(5), |got| {
+        got.iter().any(|e| args_of(e) == ["/bin/sleep", "0.3"])
+    });
+    check(
+        after.iter().any(|e| args_of(e) == ["/bin/sleep", "0.3"]),
+        "the watch stopped after the overflow",
+    )?;
+    check(job.sandbox.destroy()?.is_clean(), "teardown")
+}
+
 /// The polling source sees a process that lives long enough, with its
 /// command line, and its parent.
 fn polling_reports() -> Result<(), Failed> {
@@ -609,10 +669,11 @@ fn contain_with_cgroup() -> Result<(), Failed> {
         inner.ppid == sh.pid && nested.ppid == inner.pid,
         format!("nested:{listing}"),
     )?;
+    // As they were before the freeze: sleeping, not `D` as frozen.
     check(
         snapshot
             .iter()
-            .all(|p| p.state != '?' && p.started <= std::time::SystemTime::now()),
+            .all(|p| p.state == 'S' && p.started <= std::time::SystemTime::now()),
         format!("states and start times:{listing}"),
     )?;
     check(
@@ -647,7 +708,7 @@ fn contain_with_cgroup() -> Result<(), Failed> {
 fn contain_without_cgroup() -> Result<(), Failed> {
     let job = job(false)?;
     let killer = job.sandbox.killer()?;
-    let marker = "61.4242";
+    let marker = "71.818181";
     let runner = start(
         job.sandbox,
         &format!("/bin/sleep {marker} & wait"),
@@ -672,4 +733,53 @@ fn contain_without_cgroup() -> Result<(), Failed> {
     )?;
     check(host_processes_with(marker).is_empty(), "the sleep survived")?;
     check(sandbox.destroy()?.is_clean(), "teardown")
+}
+
+/// Containments from two threads while a third destroys the sandbox:
+/// none panics or hangs, each returns a record or an error, and nothing of
+/// the job is left.
+fn contain_destroy_race() -> Result<(), Failed> {
+    for round in 0..3 {
+        let mut job = job(true)?;
+        let marker = format!("63.97979{round}");
+        // A daemon that outlives its step: the sandbox is idle, not in run.
+        let (outcome, _) = run(
+            &mut job.sandbox,
+            &argv(&[
+                "/bin/sh",
+                "-c",
+                &format!("/bin/sleep {marker} >/dev/null 2>&1 &"),
+            ]),
+        )?;
+        check(outcome == CommandOutcome::Exited(0), format!("{outcome:?}"))?;
+        let killer = job.sandbox.killer()?;
+        let containers: Vec<_> = (0..2)
+            .map(|_| {
+                let k = killer.clone();
+                std::thread::spawn(move || k.contain())
+            })
+            .collect();
+        let started = Instant::now();
+        let report = job.sandbox.destroy()?;
+        for c in containers {
+            let got = c.join().map_err(|_| "contain panicked")?;
+            if let Ok(record) = got {
+                check(
+                    record.iter().all(|p| p.host_pid > 0),
+                    format!("record {record:?}"),
+                )?;
+            }
+        }
+        check(
+            started.elapsed() < Duration::from_secs(10),
+            format!("took {:?}", started.elapsed()),
+        )?;
+        check(report.is_clean(), format!("{report:?}"))?;
+        check(
+            host_processes_with(&marker).is_empty(),
+            "the daemon survived",
+        )?;
+        check(killer.contain()?.is_empty(), "a record after destroy")?;
+    }
+    Ok(())
 }
