@@ -25,7 +25,14 @@ pub struct Check {
 /// sandbox actually gets (one line per layer; a layer checked both ways
 /// must pass both).
 pub fn checks() -> Vec<Check> {
-    let mut out = vec![mode(), user_namespaces(), seccomp(), landlock(), cgroups()];
+    let mut out = vec![
+        mode(),
+        user_namespaces(),
+        seccomp(),
+        landlock(),
+        cgroups(),
+        exec_watch(),
+    ];
     for verified in whole_sandbox() {
         match out.iter_mut().find(|c| c.layer == verified.layer) {
             Some(c) => {
@@ -85,6 +92,19 @@ fn user_namespaces() -> Check {
         )),
     };
     check("namespaces", result)
+}
+
+/// How the monitor will see a job's execs. Polling still monitors, so it
+/// is not a failure, but it says what it misses.
+fn exec_watch() -> Check {
+    let detail = match crate::procwatch::available_source() {
+        (_, None) => "exec events from the kernel's process-events connector (every exec)".into(),
+        (_, Some(why)) => format!(
+            "exec events by polling /proc every {} ms (processes shorter than that are missed): {why}",
+            crate::procwatch::POLL_INTERVAL.as_millis()
+        ),
+    };
+    check("exec_watch", Ok(detail))
 }
 
 fn seccomp() -> Check {

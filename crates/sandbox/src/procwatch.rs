@@ -769,6 +769,15 @@ const PROC_EVENT_FORK: u32 = 0x1;
 const PROC_EVENT_EXEC: u32 = 0x2;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
+/// Which source a watch started now would use, and why not the
+/// connector (for `airlock doctor`).
+pub fn available_source() -> (ExecSource, Option<String>) {
+    match Connector::open() {
+        Ok(_) => (ExecSource::Connector, None),
+        Err(e) => (ExecSource::Polling, Some(e.to_string())),
+    }
+}
+
 /// The process events connector, subscribed.
 struct Connector {
     sock: OwnedFd,
