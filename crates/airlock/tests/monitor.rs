@@ -34,6 +34,7 @@ fn e2e_attack_jobs_raise_the_expected_alerts_and_a_clean_job_none() {
     // Each job does one thing an attacker would; none of them needs more
     // than the host's own binaries (a miner or netcat is a renamed copy of
     // a harmless one: the rules look at what runs, not at what it does).
+    // Each lives long enough for its exec to be read whole.
     let file = w.pipeline(
         "attacks.yml",
         &pipeline_with(
@@ -49,7 +50,7 @@ fn e2e_attack_jobs_raise_the_expected_alerts_and_a_clean_job_none() {
       - run: cp /bin/sleep /workspace/xmrig && /workspace/xmrig 30
   netcat:
     steps:
-      - run: cp /bin/true /workspace/nc && /workspace/nc -l -p 4444
+      - run: cp /bin/dash /workspace/nc && /workspace/nc -c 'sleep 1; true' -l -p 4444
   reverse-shell:
     steps:
       - run: bash -c 'bash -i >& /dev/tcp/127.0.0.1/9 0>&1' || true
@@ -180,7 +181,9 @@ fn e2e_a_kill_rule_contains_the_job_revokes_its_leases_and_records_the_tree() {
     .unwrap();
     let file = w.pipeline(
         "contain.yml",
-        "version: 1\nname: contain\njobs:\n  long:\n    secrets: [TOKEN]\n    steps:\n      - run: |\n          sleep 60 &\n          sleep 1\n          sh -c 'echo forbidden-marker; sleep 60'\n          echo not-reached\n",
+        // The marker is put together at run time: the step's own script
+        // must not match the rule, only the child shell it starts.
+        "version: 1\nname: contain\njobs:\n  long:\n    secrets: [TOKEN]\n    steps:\n      - run: |\n          sleep 60 &\n          sleep 1\n          M=forbidden\n          sh -c \"echo $M-marker; sleep 60\"\n          echo not-reached\n",
     );
     let started = Instant::now();
     let (r, doc) = w.run_json(&file, &["--rules", rules.to_str().unwrap()]);
@@ -281,7 +284,7 @@ fn e2e_alerts_reach_a_signed_webhook_after_a_retry() {
     let (port, rx) = receiver();
     let file = w.pipeline(
         "hook.yml",
-        "version: 1\nname: hook\njobs:\n  scan:\n    steps:\n      - run: cp /bin/true /workspace/nmap && /workspace/nmap -sS 127.0.0.1\n",
+        "version: 1\nname: hook\njobs:\n  scan:\n    steps:\n      - run: cp /bin/sleep /workspace/nmap && /workspace/nmap 0.5\n",
     );
     let url = format!("http://127.0.0.1:{port}/alerts");
     let (r, _) = w.run_json(

@@ -349,6 +349,13 @@ fn run_with_secrets(
                             )
                         }
                         Seen::Exec(e, at) => {
+                            // Timed from the exec itself (the connector's
+                            // kernel timestamp) where it is known, so a
+                            // containment's `took` covers the whole path.
+                            let behind = std::time::SystemTime::now()
+                                .duration_since(e.at)
+                                .unwrap_or_default();
+                            let at = Instant::now().checked_sub(behind).unwrap_or(at);
                             if let Some(m) = monitor.as_mut() {
                                 m.exec(watch::Exec {
                                     pid: e.pid,
@@ -732,7 +739,7 @@ enum Seen {
     Connection(net::Connection),
     /// A call of the job named an address other than loopback.
     Attempt(sandbox::Attempt),
-    /// A process of the job called execve (when it was heard of).
+    /// A process of the job called execve (when the sink heard of it).
     Exec(sandbox::ExecEvent, Instant),
     /// The files in the job's workspace as it ends.
     Files(Vec<state::FileChange>),
