@@ -28,7 +28,7 @@ use crate::exit::{Exit, EXIT_INTERNAL};
 #[command(name = "airlock", version, about, long_about = None)]
 #[command(
     after_help = "Exit codes of `airlock run`: 0 every job succeeded; 1 a job failed \
-(non-zero step, timeout, cancelled); 2 bad input (invalid pipeline, unknown secret, bad flag); \
+(non-zero step, timeout, cancelled, contained by a detection rule); 2 bad input (invalid pipeline, unknown secret, bad flag); \
 3 refused (a required isolation layer is unavailable); 70 internal error."
 )]
 struct Cli {
