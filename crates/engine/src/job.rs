@@ -323,19 +323,37 @@ fn run_with_secrets(
                 let mut direct = 0usize;
                 let mut files = Vec::new();
                 let mut next_sample = Instant::now() + watch::SAMPLE_EVERY;
+                let mut queued = std::collections::VecDeque::new();
+                let mut gather = false;
                 loop {
-                    let wait = next_sample.saturating_duration_since(Instant::now());
-                    let s = match reported.recv_timeout(wait) {
-                        Ok(s) => s,
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                            next_sample = Instant::now() + watch::SAMPLE_EVERY;
-                            if let Some(m) = monitor.as_mut() {
-                                m.sample(Instant::now());
-                            }
-                            continue;
+                    if gather {
+                        // Execs come in streams: let the next ones queue
+                        // up, so that this thread wakes once per batch
+                        // instead of once per exec (the first exec of a
+                        // stream is handled at once).
+                        gather = false;
+                        std::thread::sleep(watch::EXEC_BATCH);
+                        queued.extend(reported.try_iter());
+                    }
+                    // Also in a steady stream of messages, once a second.
+                    if Instant::now() >= next_sample {
+                        next_sample = Instant::now() + watch::SAMPLE_EVERY;
+                        if let Some(m) = monitor.as_mut() {
+                            m.sample(Instant::now());
                         }
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    let s = match queued.pop_front() {
+                        Some(s) => s,
+                        None => {
+                            let wait = next_sample.saturating_duration_since(Instant::now());
+                            match reported.recv_timeout(wait) {
+                                Ok(s) => s,
+                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                            }
+                        }
                     };
+                    gather = matches!(s, Seen::Exec(..)) && queued.is_empty();
                     let (event, seen_at) = match s {
                         Seen::Connection(c) => (egress_event(&plan.id, c, &masks), Instant::now()),
                         Seen::Attempt(a) => {

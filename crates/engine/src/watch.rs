@@ -455,5 +455,11 @@ pub(crate) fn workspace_files(
     files
 }
 
+/// How long the monitor thread lets execs queue up after one, before it
+/// takes them all: a job running thousands of short programs wakes it
+/// once per batch. It delays an alert by at most this much, never the
+/// first exec of a stream.
+pub(crate) const EXEC_BATCH: Duration = Duration::from_millis(4);
+
 /// How often the monitor samples a job's cgroup.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
