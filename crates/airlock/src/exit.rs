@@ -31,6 +31,15 @@ impl fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
+/// Whether `e` is a write to a closed pipe (stdout piped into `head`).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// The exit code for an error that reached `main`.
 pub fn code_of(e: &anyhow::Error) -> i32 {
     if let Some(exit) = e.downcast_ref::<Exit>() {

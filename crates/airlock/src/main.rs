@@ -175,6 +175,9 @@ fn main() -> ExitCode {
 
     let code = match dispatch(cli) {
         Ok(code) => code,
+        // The reader went away (`airlock runs show 1 --json | head`): not
+        // a failure of ours, and nothing left to say (as ripgrep does).
+        Err(e) if exit::is_broken_pipe(&e) => 0,
         Err(e) => {
             let code = exit::code_of(&e);
             if code == EXIT_INTERNAL {

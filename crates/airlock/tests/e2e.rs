@@ -1265,3 +1265,29 @@ e2e!(audit_proofs_and_checkpoints_verify_offline, |w| {
     std::fs::write(&proof, &r.stdout).unwrap();
     assert_eq!(check(&proof).code, 0);
 });
+
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    let w = World::new();
+    let file = w.pipeline(
+        "many.yml",
+        "version: 1\nname: many\njobs:\n  a:\n    steps:\n      - run: for i in $(seq 1000); do /bin/true; done\n",
+    );
+    assert_eq!(w.airlock(&["run", file.to_str().unwrap()]).code, 0);
+    // `runs show --json | head -c 1`: the reader closes the pipe long
+    // before the record (1,000 processes, over 64 KiB) is written.
+    let mut child = w
+        .command(&["runs", "show", "latest", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    drop(out);
+    let r = ran(child.wait_with_output().unwrap());
+    assert_eq!(first, *b"{");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("error"), "{}", r.stderr);
+}
