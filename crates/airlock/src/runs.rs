@@ -171,7 +171,15 @@ fn monitoring(out: &mut impl Write, job: &state::JobRecord) -> Result<()> {
         }
     }
     if job.execs > 0 {
-        writeln!(out, "    processes: {} execs", job.execs)?;
+        let lost = if job.execs_lost > 0 {
+            format!(
+                " (and {} exec events the kernel dropped: the watch fell behind)",
+                job.execs_lost
+            )
+        } else {
+            String::new()
+        };
+        writeln!(out, "    processes: {} execs{lost}", job.execs)?;
         for p in job.processes.iter().take(SHOWN_PROCESSES) {
             writeln!(out, "      {:>5}  {}", p.pid, safe(&p.argv))?;
         }

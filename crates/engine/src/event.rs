@@ -155,6 +155,8 @@ pub enum Event {
         job: String,
         /// Execs seen in all.
         execs: u64,
+        /// Exec events the kernel dropped when the watch fell behind.
+        execs_lost: u64,
         /// How execs were seen: `connector`, `polling`, or `off`.
         source: String,
         /// The first processes it executed.

@@ -322,6 +322,7 @@ fn run_with_secrets(
                 });
                 let mut direct = 0usize;
                 let mut files = Vec::new();
+                let mut execs_lost = 0;
                 let mut next_sample = Instant::now() + watch::SAMPLE_EVERY;
                 let mut queued = std::collections::VecDeque::new();
                 let mut gather = false;
@@ -387,7 +388,8 @@ fn run_with_secrets(
                             }
                             continue;
                         }
-                        Seen::Files(found) => {
+                        Seen::Files(found, lost) => {
+                            execs_lost = lost;
                             if let Some(m) = monitor.as_mut() {
                                 // The job is over but its cgroup is still
                                 // there: a limit it hit in its last second
@@ -411,7 +413,7 @@ fn run_with_secrets(
                         .emit(unrecorded_attempts(&plan.id, direct - MAX_ATTEMPT_EVENTS));
                 }
                 if let Some(m) = monitor {
-                    m.finish(source, files);
+                    m.finish(source, files, execs_lost);
                 }
             });
         // Fail closed: without its proxy, a job that needs the network
@@ -446,7 +448,7 @@ fn run_with_secrets(
                 &sandbox.root(),
                 std::path::Path::new(&plan.sandbox.workdir),
             );
-            let _ = files_tx.send(Seen::Files(files));
+            let _ = files_tx.send(Seen::Files(files, sandbox.execs_lost()));
         }
         drop(files_tx);
         if let Ok(Some(proxy)) = proxy {
@@ -759,8 +761,9 @@ enum Seen {
     Attempt(sandbox::Attempt),
     /// A process of the job called execve (when the sink heard of it).
     Exec(sandbox::ExecEvent, Instant),
-    /// The files in the job's workspace as it ends.
-    Files(Vec<state::FileChange>),
+    /// The files in the job's workspace as it ends, and how many exec
+    /// events the kernel dropped.
+    Files(Vec<state::FileChange>, u64),
 }
 
 /// The monitor's view of a running sandbox.

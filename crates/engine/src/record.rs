@@ -163,13 +163,14 @@ impl Subscriber for Recorder<'_> {
             Event::JobActivity {
                 job,
                 execs,
+                execs_lost,
                 processes,
                 files,
                 endpoints,
                 binaries,
                 ..
             } => {
-                self.keep(store.job_activity(run, job, *execs, processes, files));
+                self.keep(store.job_activity(run, job, (*execs, *execs_lost), processes, files));
                 if let Ok(mut learned) = self.learned.lock() {
                     learned.insert(job.clone(), (endpoints.clone(), binaries.clone()));
                 }

@@ -342,7 +342,7 @@ impl<'a> JobMonitor<'a> {
     }
 
     /// Reports what the job did, as it ends.
-    pub(crate) fn finish(self, source: &str, files: Vec<state::FileChange>) {
+    pub(crate) fn finish(self, source: &str, files: Vec<state::FileChange>, lost: u64) {
         for (rule, fired) in &self.alerts {
             if *fired > MAX_ALERTS_PER_RULE {
                 self.bus.emit(Event::AlertsSuppressed {
@@ -355,6 +355,7 @@ impl<'a> JobMonitor<'a> {
         self.bus.emit(Event::JobActivity {
             job: self.job.into(),
             execs: self.execs,
+            execs_lost: lost,
             source: source.into(),
             processes: self.processes,
             files,

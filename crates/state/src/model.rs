@@ -245,6 +245,8 @@ pub struct JobRecord {
     pub incidents: Vec<crate::monitoring::Incident>,
     /// Execs seen in all (`processes` may hold only the first ones).
     pub execs: u64,
+    /// Exec events the kernel dropped (the watch fell behind a burst).
+    pub execs_lost: u64,
     /// The processes it executed, in order (capped by the engine).
     pub processes: Vec<crate::monitoring::Process>,
     /// Files it created or changed in its workspace.

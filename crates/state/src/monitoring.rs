@@ -190,12 +190,13 @@ impl Store {
 
     /// Records what `job` executed and left behind, in one transaction:
     /// `processes` (the first ones, if the engine capped them) out of
-    /// `execs` in all, and the files of its workspace.
+    /// `execs` seen in all, `lost` exec events the kernel dropped, and the
+    /// files of its workspace.
     pub fn job_activity(
         &self,
         run: RunId,
         job: &str,
-        execs: u64,
+        (execs, lost): (u64, u64),
         processes: &[Process],
         files: &[FileChange],
     ) -> Result<(), StateError> {
@@ -217,8 +218,12 @@ impl Store {
             return Err(self.missing_job(&conn, run, job));
         };
         tx.execute(
-            "UPDATE jobs SET execs = ?2 WHERE id = ?1",
-            params![job_row, i64::try_from(execs).unwrap_or(i64::MAX)],
+            "UPDATE jobs SET execs = ?2, execs_lost = ?3 WHERE id = ?1",
+            params![
+                job_row,
+                i64::try_from(execs).unwrap_or(i64::MAX),
+                i64::try_from(lost).unwrap_or(i64::MAX)
+            ],
         )
         .map_err(err())?;
         {
@@ -494,7 +499,7 @@ mod tests {
             .job_activity(
                 run,
                 "build",
-                9,
+                (9, 2),
                 std::slice::from_ref(&process),
                 std::slice::from_ref(&file),
             )
@@ -509,7 +514,8 @@ mod tests {
             .remove(0);
         assert_eq!(job.alerts, vec![alert]);
         assert_eq!(job.incidents, vec![incident]);
-        assert_eq!((job.execs, job.processes), (9, vec![process]));
+        assert_eq!((job.execs, job.execs_lost), (9, 2));
+        assert_eq!(job.processes, vec![process]);
         assert_eq!(job.files, vec![file]);
     }
 

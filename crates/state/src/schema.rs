@@ -172,6 +172,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX files_job ON files (job_id);
 
     ALTER TABLE jobs ADD COLUMN execs INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN execs_lost INTEGER NOT NULL DEFAULT 0;
 
     CREATE TABLE baseline_runs (
         pipeline    TEXT    NOT NULL,

@@ -392,7 +392,7 @@ impl Store {
         let mut jobs: Vec<(i64, JobRecord)> = tx
             .prepare_cached(
                 "SELECT id, name, needs, status, exit_code, reason, started_at, finished_at,
-                        log_path, artifacts, execs
+                        log_path, artifacts, execs, execs_lost
                  FROM jobs WHERE run_id = ?1 ORDER BY position",
             )
             .and_then(|mut stmt| {
@@ -686,6 +686,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
             alerts: Vec::new(),
             incidents: Vec::new(),
             execs: u64::try_from(row.get::<_, i64>(10)?).unwrap_or(0),
+            execs_lost: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
             processes: Vec::new(),
             files: Vec::new(),
         },
