@@ -6,6 +6,9 @@
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::host_processes_with;
 use libtest_mimic::{Arguments, Failed, Trial};
 use sandbox::cgroup::Limits;
 use sandbox::{
@@ -550,26 +553,6 @@ fn samples() -> Result<(), Failed> {
     )?;
     check(after.memory_bytes > 0, format!("after: {after:?}"))?;
     check(job.sandbox.destroy()?.is_clean(), "teardown")
-}
-
-/// Host pids whose command line contains `marker`.
-fn host_processes_with(marker: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmdline).contains(marker) {
-                found.push(pid);
-            }
-        }
-    }
-    found
 }
 
 /// Runs `script` in `job` on another thread; returns when `marker`

@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::host_processes_with;
 use libtest_mimic::{Arguments, Failed, Trial};
 use sandbox::{CommandOutcome, CommandSpec, Output, Sandbox, SandboxConfig};
 
@@ -578,24 +581,4 @@ fn contains_bytes(dir: &Path, needle: &[u8]) -> bool {
                 std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
             }
         })
-}
-
-/// Host pids whose command line contains `marker`.
-fn host_processes_with(marker: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmdline).contains(marker) {
-                found.push(pid);
-            }
-        }
-    }
-    found
 }
