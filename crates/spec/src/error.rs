@@ -72,18 +72,8 @@ pub struct UnknownJob {
     pub known: Vec<String>,
 }
 
-/// Shows user text in a message: quoted, escaped, and cut to a readable
-/// length so that a huge or hostile value cannot flood a terminal.
-pub(crate) fn quote(text: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    match text.char_indices().nth(MAX_CHARS) {
-        None => format!("{text:?}"),
-        Some((cut, _)) => {
-            let head = text.get(..cut).unwrap_or_default();
-            format!("{:?}", format!("{head}…"))
-        }
-    }
-}
+/// Shows user text in a message (shared with the YAML tree's messages).
+pub(crate) use yamltree::quote;
 
 #[cfg(test)]
 mod tests {
@@ -98,14 +88,5 @@ mod tests {
         let e = SpecError::whole(f, "not found");
         assert_eq!(e.to_string(), "ci/airlock.yml: not found");
         assert_eq!(e.location(), None);
-    }
-
-    #[test]
-    fn quote_escapes_and_cuts() {
-        assert_eq!(quote("a\u{1b}[31m"), "\"a\\u{1b}[31m\"");
-        let long = "é".repeat(100);
-        let q = quote(&long);
-        assert_eq!(q.chars().count(), 64 + 3);
-        assert!(q.ends_with("…\""));
     }
 }

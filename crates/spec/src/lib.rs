@@ -26,7 +26,6 @@ mod names;
 mod paths;
 mod units;
 mod validate;
-mod yaml;
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -37,6 +36,13 @@ pub use units::parse_duration;
 
 /// Largest pipeline file accepted, in bytes (1 MiB).
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// What a pipeline file may use of YAML: merge keys included.
+const YAML: yamltree::Options = yamltree::Options {
+    what: "pipeline",
+    document: "exactly one pipeline",
+    merge_keys: true,
+};
 
 /// Reads and validates the pipeline file at `path`.
 ///
@@ -111,6 +117,6 @@ pub fn parse(text: &str, file: &Path) -> Result<Pipeline, SpecError> {
     }
     // Editors do not count a byte order mark as a column.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let root = yaml::parse_tree(text, file)?;
+    let root = yamltree::parse(text, &YAML).map_err(|e| SpecError::at(file, e.at, e.message))?;
     validate::pipeline(root.as_ref(), file)
 }

@@ -8,13 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A position in the pipeline file, 1-based like editors show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Location {
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column.
-    pub col: usize,
-}
+pub use yamltree::Location;
 
 /// A validated pipeline (version 1).
 #[derive(Debug, Clone)]

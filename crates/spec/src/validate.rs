@@ -15,7 +15,7 @@ use crate::model::{
 use crate::names::{self, ENV_RULE, ID_RULE, RESERVED_ENV_PREFIX, SECRET_RULE};
 use crate::paths;
 use crate::units;
-use crate::yaml::{Entry, Kind, Node};
+use yamltree::{Entry, Kind, Node};
 
 const TOP_KEYS: &[&str] = &["version", "name", "env", "jobs"];
 const JOB_KEYS: &[&str] = &[

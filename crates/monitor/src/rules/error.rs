@@ -208,18 +208,8 @@ fn kind_names() -> String {
     names.join(", ")
 }
 
-/// Shows user text in a message: quoted, escaped, and cut to a readable
-/// length so that a huge or hostile value cannot flood a terminal.
-pub(crate) fn quote(text: &str) -> String {
-    const MAX_CHARS: usize = 64;
-    match text.char_indices().nth(MAX_CHARS) {
-        None => format!("{text:?}"),
-        Some((cut, _)) => {
-            let head = text.get(..cut).unwrap_or_default();
-            format!("{:?}", format!("{head}…"))
-        }
-    }
-}
+/// Shows user text in a message (shared with the YAML tree's messages).
+pub(crate) use yamltree::quote;
 
 #[cfg(test)]
 mod tests {
@@ -252,13 +242,5 @@ mod tests {
             e.to_string(),
             "r.yaml:3:5: unknown kind \"execve\" (expected one of: exec, egress, sample, limit, file)"
         );
-    }
-
-    #[test]
-    fn quote_escapes_and_cuts() {
-        assert_eq!(quote("a\u{1b}[31m"), "\"a\\u{1b}[31m\"");
-        let q = quote(&"é".repeat(100));
-        assert_eq!(q.chars().count(), 64 + 3);
-        assert!(q.ends_with("…\""));
     }
 }

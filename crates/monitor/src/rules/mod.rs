@@ -27,7 +27,6 @@
 mod condition;
 mod error;
 mod parse;
-mod yaml;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -2,10 +2,10 @@
 //! every error at the offending key or value.
 
 use regex::RegexBuilder;
+use yamltree::{self as yaml, Entry, Location as Loc, Node};
 
 use super::condition::{Condition, Test};
 use super::error::{quote, Position, RuleError};
-use super::yaml::{self, Entry, Loc, Node};
 use super::{Action, Rule, Severity, MAX_FILE_SIZE, MAX_ID_CHARS};
 use crate::observation::{FieldType, Kind, Value};
 
@@ -18,6 +18,13 @@ const RULE_KEYS: &[&str] = &[
     "action",
     "reason",
 ];
+
+/// What a rule file may use of YAML: no merge keys (`<<` is an unknown key).
+const YAML: yaml::Options = yaml::Options {
+    what: "rule file",
+    document: "one list of rules",
+    merge_keys: false,
+};
 
 /// Most bytes a compiled regex may take (the `regex` crate's size limit).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -37,9 +44,9 @@ pub(crate) fn file(name: &str, text: &str) -> Result<Vec<(Rule, Position)>, Rule
     // Editors do not count a byte order mark as a column.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let check = Check { file: name };
-    let root = yaml::parse_tree(text).map_err(|(loc, message)| RuleError::Yaml {
-        at: check.at(loc),
-        message,
+    let root = yaml::parse(text, &YAML).map_err(|e| RuleError::Yaml {
+        at: check.at(e.at),
+        message: e.message,
     })?;
     let Some(root) = root else {
         return Ok(Vec::new());

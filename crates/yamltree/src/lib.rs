@@ -1,31 +1,64 @@
 //! YAML text to a small node tree in which every node knows its position.
 //!
-//! Built from `yaml-rust2`'s event parser without recursion. The builder
-//! enforces what a pipeline file may use of YAML: one document, no tags,
+//! Shared by Airlock's pipeline files (`spec`) and detection rule files
+//! (`monitor`). Built from `yaml-rust2`'s event parser without recursion,
+//! and strict about what a file may use of YAML: one document, no tags,
 //! string keys, no duplicate keys, nesting at most [`MAX_DEPTH`] deep, and
 //! aliases expanded within a budget ([`MAX_NODES`], [`MAX_BYTES`]) so that an
 //! alias bomb is an error rather than an out-of-memory kill. Merge keys
-//! (`<<: *defaults`) are supported; explicit keys win over merged ones.
+//! (`<<: *defaults`) are supported when [`Options::merge_keys`] is set;
+//! explicit keys win over merged ones. Without it `<<` is an ordinary key.
+//!
+//! Errors are a [`Error`] (position and message); callers add the file name
+//! and wrap it into their own error type.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use crate::error::{quote, SpecError};
-use crate::model::Location;
+/// A position in the text, 1-based like editors show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+}
+
+/// A problem in the text, and where; the message is lowercase and names what
+/// was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}: {message}", at.line, at.col)]
+pub struct Error {
+    /// Where the problem is.
+    pub at: Location,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What the caller's files allow, and how its messages name them.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// What a file holds, for "... too large" (`"pipeline"`, `"rule file"`).
+    pub what: &'static str,
+    /// What one document holds, for the second-document error
+    /// (`"exactly one pipeline"`, `"one list of rules"`).
+    pub document: &'static str,
+    /// Whether `<<` merges mappings into the mapping it is a key of.
+    pub merge_keys: bool,
+}
 
 /// Deepest nesting of lists and mappings accepted.
-pub(crate) const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 64;
 /// Most nodes (scalars, lists, mappings) after expanding aliases.
-pub(crate) const MAX_NODES: usize = 250_000;
+pub const MAX_NODES: usize = 250_000;
 /// Most scalar bytes after expanding aliases.
-pub(crate) const MAX_BYTES: usize = 16 << 20;
+pub const MAX_BYTES: usize = 16 << 20;
 
 /// A YAML value and where it starts in the file.
 #[derive(Debug, Clone)]
-pub(crate) struct Node {
+pub struct Node {
     /// Where the value starts (for an empty value: its key).
     pub loc: Location,
     /// The value.
@@ -34,7 +67,7 @@ pub(crate) struct Node {
 
 /// The three kinds of YAML value.
 #[derive(Debug, Clone)]
-pub(crate) enum Value {
+pub enum Value {
     /// A scalar; its type (string, number, ...) is decided by [`Node::kind`].
     Scalar(Scalar),
     /// A list.
@@ -45,7 +78,7 @@ pub(crate) enum Value {
 
 /// A scalar's text and whether it was written plain (unquoted).
 #[derive(Debug, Clone)]
-pub(crate) struct Scalar {
+pub struct Scalar {
     /// The value (quotes removed, escapes resolved).
     pub text: String,
     /// Written without quotes or block indicators, so it may be a number,
@@ -55,7 +88,7 @@ pub(crate) struct Scalar {
 
 /// One `key: value` of a mapping.
 #[derive(Debug, Clone)]
-pub(crate) struct Entry {
+pub struct Entry {
     /// The key.
     pub key: String,
     /// Where the key is.
@@ -66,7 +99,7 @@ pub(crate) struct Entry {
 
 /// The type of a scalar under the YAML 1.2 core schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// `~`, `null` or nothing.
     Null,
     /// `true` or `false`.
@@ -81,7 +114,7 @@ pub(crate) enum Kind {
 
 impl Node {
     /// The entries if this is a mapping.
-    pub(crate) fn as_map(&self) -> Option<&[Entry]> {
+    pub fn as_map(&self) -> Option<&[Entry]> {
         match &self.value {
             Value::Map(entries) => Some(entries),
             _ => None,
@@ -89,24 +122,29 @@ impl Node {
     }
 
     /// The items if this is a list.
-    pub(crate) fn as_seq(&self) -> Option<&[Node]> {
+    pub fn as_seq(&self) -> Option<&[Node]> {
         match &self.value {
             Value::Seq(items) => Some(items),
             _ => None,
         }
     }
 
-    /// The scalar type, or `None` for lists and mappings.
-    pub(crate) fn kind(&self) -> Option<Kind> {
+    /// The scalar, if this is one.
+    pub fn as_scalar(&self) -> Option<&Scalar> {
         match &self.value {
-            Value::Scalar(s) => Some(scalar_kind(s)),
+            Value::Scalar(s) => Some(s),
             _ => None,
         }
     }
 
+    /// The scalar type, or `None` for lists and mappings.
+    pub fn kind(&self) -> Option<Kind> {
+        self.as_scalar().map(scalar_kind)
+    }
+
     /// The scalar text if this is a scalar of kind `Str`, `Int` or `Float`
-    /// (what a string-valued key accepts: `name: 2024` is the text "2024").
-    pub(crate) fn as_text(&self) -> Option<&str> {
+    /// (what a text value accepts: `name: 2024` is the text "2024").
+    pub fn as_text(&self) -> Option<&str> {
         match &self.value {
             Value::Scalar(s) if !matches!(scalar_kind(s), Kind::Null | Kind::Bool) => Some(&s.text),
             _ => None,
@@ -114,7 +152,7 @@ impl Node {
     }
 
     /// The scalar text of any non-null scalar (booleans included).
-    pub(crate) fn as_any_scalar(&self) -> Option<&str> {
+    pub fn as_any_scalar(&self) -> Option<&str> {
         match &self.value {
             Value::Scalar(s) if scalar_kind(s) != Kind::Null => Some(&s.text),
             _ => None,
@@ -122,7 +160,7 @@ impl Node {
     }
 
     /// How this value reads in a "found ..." message.
-    pub(crate) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match &self.value {
             Value::Seq(_) => "a list".to_owned(),
             Value::Map(_) => "a mapping".to_owned(),
@@ -138,7 +176,7 @@ impl Node {
 }
 
 /// The core-schema type of a scalar; quoted and block scalars are strings.
-fn scalar_kind(s: &Scalar) -> Kind {
+pub fn scalar_kind(s: &Scalar) -> Kind {
     if !s.plain {
         return Kind::Str;
     }
@@ -192,6 +230,57 @@ fn is_float(t: &str) -> bool {
     mantissa_ok && exponent_ok
 }
 
+/// The value of a plain `Int` or `Float` scalar (YAML spelling: `0x1F`,
+/// `0o17`, `1e3`, `.inf`); `None` for anything else and for NaN, which no
+/// comparison can use.
+pub fn number(s: &Scalar) -> Option<f64> {
+    let t = s.text.as_str();
+    match scalar_kind(s) {
+        Kind::Int => {
+            let (negative, unsigned) = match t.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, t.strip_prefix('+').unwrap_or(t)),
+            };
+            let magnitude = if let Some(hex) = unsigned.strip_prefix("0x") {
+                u128::from_str_radix(hex, 16).ok()
+            } else if let Some(oct) = unsigned.strip_prefix("0o") {
+                u128::from_str_radix(oct, 8).ok()
+            } else {
+                unsigned.parse::<u128>().ok()
+            };
+            // Too many digits for u128: the decimal parser still gets it
+            // roughly right, which is all a threshold needs.
+            #[allow(clippy::cast_precision_loss)]
+            let value = match magnitude {
+                Some(m) => m as f64,
+                None => unsigned.parse::<f64>().ok()?,
+            };
+            Some(if negative { -value } else { value })
+        }
+        Kind::Float => {
+            let unsigned = t.strip_prefix(['-', '+']).unwrap_or(t);
+            let value = if matches!(unsigned, ".inf" | ".Inf" | ".INF") {
+                f64::INFINITY
+            } else {
+                unsigned.parse::<f64>().ok()?
+            };
+            if value.is_nan() {
+                return None;
+            }
+            Some(if t.starts_with('-') { -value } else { value })
+        }
+        Kind::Null | Kind::Bool | Kind::Str => None,
+    }
+}
+
+/// The value of a plain `Bool` scalar.
+pub fn boolean(s: &Scalar) -> Option<bool> {
+    match scalar_kind(s) {
+        Kind::Bool => Some(s.text.eq_ignore_ascii_case("true")),
+        _ => None,
+    }
+}
+
 /// Size of a finished node, for the alias budget and depth limit.
 #[derive(Debug, Clone, Copy, Default)]
 struct Stats {
@@ -241,9 +330,9 @@ struct OpenMap {
 ///
 /// The root is `None` for a file without a document (empty or comments
 /// only).
-pub(crate) fn parse_tree(text: &str, file: &Path) -> Result<Option<Node>, SpecError> {
+pub fn parse(text: &str, options: &Options) -> Result<Option<Node>, Error> {
     Builder {
-        file,
+        options: *options,
         stack: Vec::new(),
         anchors: HashMap::new(),
         root: None,
@@ -253,8 +342,8 @@ pub(crate) fn parse_tree(text: &str, file: &Path) -> Result<Option<Node>, SpecEr
     .run(text)
 }
 
-struct Builder<'a> {
-    file: &'a Path,
+struct Builder {
+    options: Options,
     stack: Vec<Frame>,
     anchors: HashMap<usize, (Node, Stats)>,
     root: Option<Node>,
@@ -280,18 +369,21 @@ fn earlier(a: Location, b: Location) -> Location {
     }
 }
 
-impl Builder<'_> {
-    fn err(&self, loc: Location, message: impl Into<String>) -> SpecError {
-        SpecError::at(self.file, loc, message)
+fn err(at: Location, message: impl Into<String>) -> Error {
+    Error {
+        at,
+        message: message.into(),
     }
+}
 
-    fn run(mut self, text: &str) -> Result<Option<Node>, SpecError> {
+impl Builder {
+    fn run(mut self, text: &str) -> Result<Option<Node>, Error> {
         let mut parser = Parser::new_from_str(text);
         let mut documents = 0usize;
         loop {
-            let (event, mark) = parser.next_token().map_err(|e| {
-                self.err(location(e.marker()), format!("invalid yaml: {}", e.info()))
-            })?;
+            let (event, mark) = parser
+                .next_token()
+                .map_err(|e| err(location(e.marker()), format!("invalid yaml: {}", e.info())))?;
             let loc = location(&mark);
             match event {
                 Event::StreamEnd => break,
@@ -299,9 +391,12 @@ impl Builder<'_> {
                 Event::DocumentStart => {
                     documents += 1;
                     if documents > 1 {
-                        return Err(self.err(
+                        return Err(err(
                             loc,
-                            "a second yaml document (expected exactly one pipeline per file; remove the '---')",
+                            format!(
+                                "a second yaml document (expected {} per file; remove the '---')",
+                                self.options.document
+                            ),
                         ));
                     }
                 }
@@ -309,7 +404,7 @@ impl Builder<'_> {
                 Event::Scalar(text, style, anchor, tag) => {
                     self.no_tag(tag.as_ref(), loc)?;
                     if text.contains('\0') {
-                        return Err(self.err(loc, "value contains a nul byte"));
+                        return Err(err(loc, "value contains a nul byte"));
                     }
                     let stats = Stats {
                         nodes: 1,
@@ -339,10 +434,10 @@ impl Builder<'_> {
         Ok(self.root)
     }
 
-    fn no_tag(&self, tag: Option<&Tag>, loc: Location) -> Result<(), SpecError> {
+    fn no_tag(&self, tag: Option<&Tag>, loc: Location) -> Result<(), Error> {
         match tag {
             None => Ok(()),
-            Some(tag) => Err(self.err(
+            Some(tag) => Err(err(
                 loc,
                 format!(
                     "yaml tags are not supported (found {}; expected a plain value)",
@@ -353,14 +448,15 @@ impl Builder<'_> {
     }
 
     /// Counts a new node (or an expanded alias) against the budget.
-    fn spend(&mut self, stats: Stats, loc: Location) -> Result<(), SpecError> {
+    fn spend(&mut self, stats: Stats, loc: Location) -> Result<(), Error> {
         self.nodes = self.nodes.saturating_add(stats.nodes);
         self.bytes = self.bytes.saturating_add(stats.bytes);
         if self.nodes > MAX_NODES || self.bytes > MAX_BYTES {
-            return Err(self.err(
+            return Err(err(
                 loc,
                 format!(
-                    "pipeline too large: more than {MAX_NODES} values or {} MiB of text once aliases are expanded (an alias bomb?)",
+                    "{} too large: more than {MAX_NODES} values or {} MiB of text once aliases are expanded (an alias bomb?)",
+                    self.options.what,
                     MAX_BYTES >> 20
                 ),
             ));
@@ -368,8 +464,8 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn too_deep(&self, loc: Location) -> SpecError {
-        self.err(
+    fn too_deep(&self, loc: Location) -> Error {
+        err(
             loc,
             format!("values nested too deeply (at most {MAX_DEPTH} levels of lists and mappings)"),
         )
@@ -381,9 +477,9 @@ impl Builder<'_> {
         }
     }
 
-    fn alias(&mut self, id: usize, loc: Location) -> Result<(), SpecError> {
+    fn alias(&mut self, id: usize, loc: Location) -> Result<(), Error> {
         let Some(stats) = self.anchors.get(&id).map(|(_, stats)| *stats) else {
-            return Err(self.err(
+            return Err(err(
                 loc,
                 "alias refers to a value that contains it (expected an alias to a finished anchor)",
             ));
@@ -405,7 +501,7 @@ impl Builder<'_> {
         tag: Option<&Tag>,
         loc: Location,
         open: Open,
-    ) -> Result<(), SpecError> {
+    ) -> Result<(), Error> {
         self.no_tag(tag, loc)?;
         if self.stack.len() >= MAX_DEPTH {
             return Err(self.too_deep(loc));
@@ -425,9 +521,12 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn close(&mut self, loc: Location) -> Result<(), SpecError> {
+    fn close(&mut self, loc: Location) -> Result<(), Error> {
         let Some(frame) = self.stack.pop() else {
-            return Err(self.err(loc, "invalid yaml: unbalanced end of a list or mapping"));
+            return Err(err(
+                loc,
+                "invalid yaml: unbalanced end of a list or mapping",
+            ));
         };
         let node = match frame.open {
             Open::Seq(items) => Node {
@@ -452,8 +551,8 @@ impl Builder<'_> {
 
     /// Puts a finished node where it belongs: the root, a list item, a
     /// mapping key or a mapping value.
-    fn finish(&mut self, node: Node, stats: Stats) -> Result<(), SpecError> {
-        let file = self.file;
+    fn finish(&mut self, node: Node, stats: Stats) -> Result<(), Error> {
+        let merge_keys = self.options.merge_keys;
         let Some(frame) = self.stack.last_mut() else {
             self.root = Some(node);
             return Ok(());
@@ -471,16 +570,14 @@ impl Builder<'_> {
                             s
                         }
                         _ => {
-                            return Err(SpecError::at(
-                                file,
+                            return Err(err(
                                 loc,
                                 format!("expected a string key, found {}", node.describe()),
                             ))
                         }
                     };
                     if let Some(first) = map.seen.get(&key.text) {
-                        return Err(SpecError::at(
-                            file,
+                        return Err(err(
                             loc,
                             format!(
                                 "duplicate key {} (first defined at line {})",
@@ -491,7 +588,7 @@ impl Builder<'_> {
                     }
                     map.seen.insert(key.text.clone(), loc);
                     map.first_key.get_or_insert(loc);
-                    let merge = key.plain && key.text == "<<";
+                    let merge = merge_keys && key.plain && key.text == "<<";
                     map.key = Some((key.text, loc, merge));
                 }
                 Some((key, key_loc, merge)) => {
@@ -509,8 +606,7 @@ impl Builder<'_> {
                             Value::Scalar(_) => false,
                         };
                         if !ok {
-                            return Err(SpecError::at(
-                                file,
+                            return Err(err(
                                 value.loc,
                                 format!(
                                     "expected a mapping or a list of mappings to merge with \"<<\", found {}",
@@ -559,15 +655,51 @@ fn merge(mut map: OpenMap) -> Vec<Entry> {
     map.entries
 }
 
+/// Shows user text in a message: quoted, escaped, and cut to a readable
+/// length so that a huge or hostile value cannot flood a terminal.
+pub fn quote(text: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    match text.char_indices().nth(MAX_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => {
+            let head = text.get(..cut).unwrap_or_default();
+            format!("{:?}", format!("{head}…"))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tree(text: &str) -> Result<Node, String> {
-        match parse_tree(text, Path::new("t.yml")) {
+    const MERGING: Options = Options {
+        what: "pipeline",
+        document: "exactly one pipeline",
+        merge_keys: true,
+    };
+
+    const PLAIN: Options = Options {
+        what: "rule file",
+        document: "one list of rules",
+        merge_keys: false,
+    };
+
+    fn parse_with(text: &str, options: &Options) -> Result<Node, String> {
+        match parse(text, options) {
             Ok(Some(node)) => Ok(node),
             Ok(None) => Err("no document".into()),
             Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn tree(text: &str) -> Result<Node, String> {
+        parse_with(text, &MERGING)
+    }
+
+    fn scalar(text: &str, plain: bool) -> Scalar {
+        Scalar {
+            text: text.into(),
+            plain,
         }
     }
 
@@ -638,33 +770,100 @@ mod tests {
     }
 
     #[test]
+    fn numbers_and_booleans() {
+        let n = |t: &str| number(&scalar(t, true));
+        assert_eq!(n("3333"), Some(3333.0));
+        assert_eq!(n("-7"), Some(-7.0));
+        assert_eq!(n("0x1F"), Some(31.0));
+        assert_eq!(n("0o17"), Some(15.0));
+        assert_eq!(n("1.5e3"), Some(1500.0));
+        assert_eq!(n("-.inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(n(".nan"), None);
+        assert_eq!(n("1h"), None);
+        assert_eq!(n(&"9".repeat(50)), Some(1e50));
+        assert_eq!(number(&scalar("3", false)), None, "quoted is text");
+        assert_eq!(boolean(&scalar("True", true)), Some(true));
+        assert_eq!(boolean(&scalar("false", true)), Some(false));
+        assert_eq!(boolean(&scalar("true", false)), None);
+        assert_eq!(boolean(&scalar("yes", true)), None);
+    }
+
+    #[test]
+    fn anchors_are_shared() {
+        let root = tree("a: &l [x, y]\nb: *l\n").unwrap();
+        let b = &root.as_map().unwrap()[1].value;
+        assert_eq!(b.as_seq().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn merge_keys_are_optional() {
+        let text = "a: &a {x: 1}\nb:\n  <<: *a\n  y: 2\n";
+        let root = parse_with(text, &PLAIN).unwrap();
+        let b = &root.as_map().unwrap()[1].value;
+        assert_eq!(keys(b), ["<<", "y"], "without merge keys, << is a key");
+        assert_eq!(b.loc, Location { line: 3, col: 3 });
+        let root = parse_with("<<: 1\n", &PLAIN).unwrap();
+        assert_eq!(keys(&root), ["<<"]);
+    }
+
+    #[test]
+    fn messages_name_the_file_kind() {
+        let second = "a: 1\n---\nb: 2\n";
+        assert_eq!(
+            parse_with(second, &PLAIN).unwrap_err(),
+            "2:1: a second yaml document (expected one list of rules per file; remove the '---')"
+        );
+        assert_eq!(
+            tree(second).unwrap_err(),
+            "2:1: a second yaml document (expected exactly one pipeline per file; remove the '---')"
+        );
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        assert!(parse_with(&bomb, &PLAIN)
+            .unwrap_err()
+            .contains(": rule file too large: "));
+        assert!(tree(&bomb).unwrap_err().contains(": pipeline too large: "));
+    }
+
+    #[test]
+    fn quote_escapes_and_cuts() {
+        assert_eq!(quote("a\u{1b}[31m"), "\"a\\u{1b}[31m\"");
+        let q = quote(&"é".repeat(100));
+        assert_eq!(q.chars().count(), 64 + 3);
+        assert!(q.ends_with("…\""));
+    }
+
+    #[test]
     fn rejects() {
         let cases = [
             (
                 "a: 1\na: 2\n",
-                "t.yml:2:1: duplicate key \"a\" (first defined at line 1)",
+                "2:1: duplicate key \"a\" (first defined at line 1)",
             ),
-            ("a: !!str 1\n", "t.yml:1:10: yaml tags are not supported"),
-            ("[a]: 1\n", "t.yml:1:1: expected a string key, found a list"),
-            ("~: 1\n", "t.yml:1:1: expected a string key, found nothing"),
+            ("a: !!str 1\n", "1:10: yaml tags are not supported"),
+            ("[a]: 1\n", "1:1: expected a string key, found a list"),
+            ("~: 1\n", "1:1: expected a string key, found nothing"),
             (
                 "true: 1\n",
-                "t.yml:1:1: expected a string key, found the boolean true",
+                "1:1: expected a string key, found the boolean true",
             ),
-            ("a: 1\n---\nb: 2\n", "t.yml:2:1: a second yaml document"),
+            ("a: 1\n---\nb: 2\n", "2:1: a second yaml document"),
             (
                 "a: &x [*x]\n",
-                "t.yml:1:8: alias refers to a value that contains it",
+                "1:8: alias refers to a value that contains it",
             ),
-            ("a: \"\\0\"\n", "t.yml:1:4: value contains a nul byte"),
-            ("a:\n\tb: 1\n", "t.yml:2:2: invalid yaml: tabs disallowed"),
+            ("a: \"\\0\"\n", "1:4: value contains a nul byte"),
+            ("a:\n\tb: 1\n", "2:2: invalid yaml: tabs disallowed"),
             (
                 "a: &a {x: 1}\nb:\n  <<: *a\n  <<: *a\n",
-                "t.yml:4:3: duplicate key \"<<\"",
+                "4:3: duplicate key \"<<\"",
             ),
             (
                 "<<: 1\n",
-                "t.yml:1:5: expected a mapping or a list of mappings to merge",
+                "1:5: expected a mapping or a list of mappings to merge",
             ),
         ];
         for (text, want) in cases {
@@ -692,7 +891,7 @@ mod tests {
             block.push_str("k:\n");
         }
         let err = tree(&block).unwrap_err();
-        assert!(err.starts_with("t.yml:65:"), "{err}");
+        assert!(err.starts_with("65:"), "{err}");
         assert!(err.contains("nested too deeply"), "{err}");
         // Aliases cannot be used to get around the limit.
         let half = MAX_DEPTH / 2 + 1;
