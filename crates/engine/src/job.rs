@@ -261,7 +261,9 @@ fn run_with_secrets(
     sandbox.on_network_attempt(Box::new(move |a| {
         let _ = tx.send(Seen::Attempt(a));
     }));
-    // Every exec of the job, for the detection rules.
+    // Every exec of the job, for the detection rules. Fail closed: a job
+    // that should be monitored and cannot be does not run.
+    let mut unwatched = None;
     let source = match ctx.rules {
         Some(_) => {
             let tx = seen.clone();
@@ -271,7 +273,9 @@ fn run_with_secrets(
                 Ok(sandbox::ExecSource::Connector) => "connector",
                 Ok(sandbox::ExecSource::Polling) => "polling",
                 Err(e) => {
-                    tracing::warn!("job {}: execs are not watched: {e}", plan.id);
+                    unwatched = Some(format!(
+                        "cannot watch the job's execs: {e} (--no-monitor runs it unmonitored)"
+                    ));
                     "off"
                 }
             }
@@ -417,9 +421,9 @@ fn run_with_secrets(
                 }
             });
         // Fail closed: without its proxy, a job that needs the network
-        // does not run at all.
-        let mut outcome = match &proxy {
-            Ok(_) => run_steps(
+        // does not run at all; nor does one that cannot be watched.
+        let mut outcome = match (&proxy, &unwatched) {
+            (Ok(_), None) => run_steps(
                 &mut sandbox,
                 plan,
                 ctx,
@@ -432,7 +436,7 @@ fn run_with_secrets(
                     last_output: &last_output,
                 },
             ),
-            Err(why) => failed(None, why.clone(), false),
+            (Err(why), _) | (_, Some(why)) => failed(None, why.clone(), false),
         };
         let contained_now = contained.lock().ok().and_then(|c| c.clone());
         if outcome.status == Status::Success
@@ -783,7 +787,12 @@ impl Probe for JobProbe<'_> {
 
     fn contain(&self) -> Result<Vec<state::Process>, String> {
         let frozen = match &self.handle {
-            Some(h) => h.contain().map_err(|e| e.to_string()),
+            Some(h) => h.contain().map_err(|e| {
+                // Without its record, still stop it: the init takes every
+                // process of the job with it.
+                h.kill();
+                e.to_string()
+            }),
             None => Err("no handle on the sandbox".to_string()),
         };
         // Its secrets die with it, before anything else is reported.
