@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::host_processes_with;
+use common::{check, host_processes_with};
 use libtest_mimic::{Arguments, Failed, Trial};
 use sandbox::{CommandOutcome, CommandSpec, Output, Sandbox, SandboxConfig};
 
@@ -101,14 +101,6 @@ fn run(job: &mut Job, script: &str, limit: Duration) -> Result<(CommandOutcome, 
             }
         })?;
     Ok((outcome, String::from_utf8_lossy(&out).into_owned()))
-}
-
-fn check(cond: bool, what: impl std::fmt::Display) -> Result<(), Failed> {
-    if cond {
-        Ok(())
-    } else {
-        Err(what.to_string().into())
-    }
 }
 
 const T: Duration = Duration::from_secs(20);

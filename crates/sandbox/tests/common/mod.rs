@@ -1,6 +1,17 @@
 //! What the sandbox test binaries share.
 #![allow(dead_code)]
 
+use libtest_mimic::Failed;
+
+/// `Ok` if `cond` holds, else a failure saying `what`.
+pub fn check(cond: bool, what: impl std::fmt::Display) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what.to_string().into())
+    }
+}
+
 /// Host pids whose command line contains `marker`.
 pub fn host_processes_with(marker: &str) -> Vec<i32> {
     let mut found = Vec::new();
