@@ -563,10 +563,11 @@ impl Batch {
             msg.msg_hdr.msg_iovlen = 1;
         }
         let vlen = u32::try_from(BATCH).unwrap_or(1);
-        // SAFETY: `msgs` holds BATCH headers, each pointing at one iovec of
-        // `iovs` that points at a buffer of `self.bufs`, writable for
-        // DATAGRAM bytes; all outlive the call. The kernel writes at most
-        // `vlen` headers and each buffer's length at most; no timeout.
+        // `msgs` holds BATCH headers, each pointing at one iovec of `iovs`
+        // that points at a buffer of `self.bufs`, writable for DATAGRAM
+        // bytes; all outlive the call.
+        // SAFETY: the kernel writes at most `vlen` headers, and at most
+        // each iovec's length into its buffer (all valid, see above).
         let n = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
