@@ -205,18 +205,7 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err())?;
-        let job_row: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM jobs WHERE run_id = ?1 AND name = ?2",
-                params![run, job],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(err())?;
-        let Some(job_row) = job_row else {
-            drop(tx);
-            return Err(self.missing_job(&conn, run, job));
-        };
+        let job_row = self.job_row(&tx, run, job, "record a job's processes and files")?;
         tx.execute(
             "UPDATE jobs SET execs = ?2, execs_lost = ?3 WHERE id = ?1",
             params![

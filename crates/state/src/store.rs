@@ -233,17 +233,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.run_sql(run, "begin a transaction"))?;
         let err = || self.run_sql(run, "record job end");
-        let job_row: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM jobs WHERE run_id = ?1 AND name = ?2",
-                params![run, job],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(err())?;
-        let Some(job_row) = job_row else {
-            return Err(self.missing_job(&tx, run, job));
-        };
+        let job_row = self.job_row(&tx, run, job, "record job end")?;
         tx.execute(
             "UPDATE jobs SET status = ?2, exit_code = ?3, reason = ?4, finished_at = ?5,
                              log_path = ?6, artifacts = ?7
@@ -574,6 +564,25 @@ impl Store {
             action,
             source,
         }
+    }
+
+    /// The row id of `job` of `run`, or why there is none.
+    pub(crate) fn job_row(
+        &self,
+        conn: &Connection,
+        run: RunId,
+        job: &str,
+        action: &'static str,
+    ) -> Result<i64, StateError> {
+        let row: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM jobs WHERE run_id = ?1 AND name = ?2",
+                params![run, job],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(self.run_sql(run, action))?;
+        row.ok_or_else(|| self.missing_job(conn, run, job))
     }
 
     /// Explains why `job` of `run` was not found.
