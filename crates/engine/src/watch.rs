@@ -238,9 +238,8 @@ impl<'a> JobMonitor<'a> {
         } else {
             self.busy_secs = 0.0;
         }
-        let since_output = self
-            .started
-            .elapsed()
+        let since_output = now
+            .saturating_duration_since(self.started)
             .as_millis()
             .saturating_sub(u128::from(
                 self.last_output.load(std::sync::atomic::Ordering::Relaxed),
@@ -464,3 +463,126 @@ pub(crate) const EXEC_BATCH: Duration = Duration::from_millis(4);
 
 /// How often the monitor samples a job's cgroup.
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::event::Subscriber;
+
+    /// A stand-in for a sandbox (no kernel here): samples are scripted,
+    /// containment is counted.
+    #[derive(Default)]
+    struct Scripted {
+        cpu_ns: AtomicU64,
+        contained: AtomicU64,
+    }
+
+    impl Probe for Scripted {
+        fn sample(&self) -> Option<Sample> {
+            Some(Sample {
+                cpu_usage_ns: self.cpu_ns.load(std::sync::atomic::Ordering::SeqCst),
+                memory_bytes: 1 << 20,
+                pids: 3,
+                io_read_bytes: 0,
+                io_write_bytes: 0,
+            })
+        }
+        fn events(&self) -> Option<Events> {
+            Some(Events::default())
+        }
+        fn contain(&self) -> Result<Vec<state::Process>, String> {
+            self.contained
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Vec::new())
+        }
+    }
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<Event>>);
+
+    impl Subscriber for Seen {
+        fn event(&self, event: &Event) {
+            self.0.lock().expect("lock").push(event.clone());
+        }
+    }
+
+    impl Seen {
+        fn alerts(&self, rule: &str) -> usize {
+            let events = self.0.lock().expect("lock");
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Alert { rule: r, .. } if r == rule))
+                .count()
+        }
+    }
+
+    fn exec(argv: &str) -> Exec {
+        Exec {
+            pid: 7,
+            ppid: 1,
+            uid: 0,
+            path: "/usr/bin/nc".into(),
+            parent: "/usr/bin/dash".into(),
+            argv: argv.split(' ').map(|a| a.as_bytes().to_vec()).collect(),
+            seen: Instant::now(),
+        }
+    }
+
+    /// Runs `f` on a monitor of job `j` with the shipped rules.
+    fn watching(probe: &Scripted, seen: &Seen, f: impl FnOnce(&mut JobMonitor<'_>, Instant)) {
+        let rules = Rules::builtin();
+        let bus = Bus::new(vec![seen]);
+        let masks = Mutex::new(None);
+        let last_output = AtomicU64::new(0);
+        let contained = Mutex::new(None);
+        let started = Instant::now();
+        let mut m = JobMonitor::new(Setup {
+            job: "j",
+            rules: &rules,
+            bus: &bus,
+            probe,
+            masks: &masks,
+            baseline: state::Baseline::default(),
+            limits: sandbox::cgroup::Limits::default(),
+            last_output: &last_output,
+            started,
+            contained: &contained,
+        });
+        f(&mut m, started);
+        m.finish("connector", Vec::new(), 0);
+    }
+
+    #[test]
+    fn a_rule_raises_at_most_ten_alerts_per_job_and_counts_the_rest() {
+        let (probe, seen) = (Scripted::default(), Seen::default());
+        watching(&probe, &seen, |m, _| {
+            for _ in 0..25 {
+                m.exec(exec("nc -l -p 4444"));
+            }
+        });
+        assert_eq!(seen.alerts("netcat-listener"), 10);
+        let suppressed = seen.0.lock().expect("lock").iter().any(|e| {
+            matches!(e, Event::AlertsSuppressed { rule, count: 15, .. } if rule == "netcat-listener")
+        });
+        assert!(suppressed, "the 15 others are counted");
+        assert_eq!(probe.contained.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_job_at_its_quota_with_no_output_for_30_seconds_raises_cpu_busy() {
+        let (probe, seen) = (Scripted::default(), Seen::default());
+        watching(&probe, &seen, |m, started| {
+            // One core's worth of CPU per second (no quota: one core), for
+            // 40 seconds of samples, and no output at all.
+            for second in 0..40u64 {
+                probe
+                    .cpu_ns
+                    .store(second * 1_000_000_000, std::sync::atomic::Ordering::SeqCst);
+                m.sample(started + Duration::from_secs(second));
+            }
+        });
+        assert!(seen.alerts("cpu-busy-no-output") >= 1);
+    }
+}
