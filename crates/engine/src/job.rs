@@ -806,12 +806,7 @@ impl Probe for JobProbe<'_> {
                 ppid: i64::from(p.ppid),
                 uid: i64::from(p.uid),
                 path: p.path,
-                argv: p
-                    .argv
-                    .iter()
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                argv: watch::join_argv(&p.argv),
             })
             .collect())
     }

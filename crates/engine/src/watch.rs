@@ -385,7 +385,7 @@ pub(crate) fn redact_text(patterns: Option<&Arc<Patterns>>, text: &str) -> Strin
 }
 
 /// Arguments joined by spaces, as text.
-fn join_argv(argv: &[Vec<u8>]) -> String {
+pub(crate) fn join_argv(argv: &[Vec<u8>]) -> String {
     let mut out = Vec::new();
     for (i, arg) in argv.iter().enumerate() {
         if i > 0 {
