@@ -144,13 +144,20 @@ fn main() {
             move || absence_is_caught(layer),
         ));
     }
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Some(Ok(dir)) = SOURCE.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    conclusion.exit();
 }
 
-/// The source tree every battery sandbox mounts at /src: the compiled probe.
+/// The source tree every battery sandbox mounts at /src: the compiled probe,
+/// in a per-process temporary directory that `main` removes at the end.
+static SOURCE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// The compiled probe's directory, built on first use.
 fn source() -> Result<&'static Path, Failed> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
+    let dir = SOURCE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("airlock-escape-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let probe_c = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/escape/probe.c");
