@@ -148,6 +148,10 @@ pub trait Cgroup: fmt::Debug + Send + Sync {
     fn sample(&self) -> io::Result<Sample>;
     /// Pids in the cgroup.
     fn procs(&self) -> io::Result<Vec<i32>>;
+    /// The job's directory in the hierarchy that holds the perf_event
+    /// controller (cgroup2, or a v1 `perf_event` mount), if it has one:
+    /// perf events can count the job's processes by it.
+    fn perf_dir(&self) -> Option<PathBuf>;
     /// Freezes every process in the cgroup and waits until the kernel
     /// reports the cgroup frozen: none of them runs or forks until
     /// [`thaw`](Cgroup::thaw).
@@ -163,6 +167,24 @@ pub trait Cgroup: fmt::Debug + Send + Sync {
     fn exists(&self) -> bool;
     /// Its directories, for reports.
     fn paths(&self) -> Vec<PathBuf>;
+}
+
+/// Renames the cgroup directory `old` to `name` and returns its path
+/// after. cgroup2 refuses renames (`EPERM`): there the directory keeps
+/// its name (a spare's, which names the same runner, so [`recover`] still
+/// tells whose it is).
+fn rename_dir(old: &Path, name: &str) -> io::Result<PathBuf> {
+    let to = old.with_file_name(name);
+    match std::fs::rename(old, &to) {
+        Ok(()) => Ok(to),
+        Err(e)
+            if e.raw_os_error() == Some(libc::EPERM)
+                && rustix::fs::statfs(old).is_ok_and(|s| s.f_type == CGROUP2_SUPER_MAGIC) =>
+        {
+            Ok(old.to_path_buf())
+        }
+        Err(e) => Err(with_path(e, old)),
+    }
 }
 
 /// Creates the cgroup `name` with `limits` for the current layout.

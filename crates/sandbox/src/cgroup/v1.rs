@@ -4,7 +4,9 @@
 //! runs jobs all the same), under the runner's own cgroup in each (so a
 //! job never escapes the limits the runner itself runs under) plus
 //! `airlock/`. Controllers mounted together (`cpu,cpuacct`) share one
-//! directory.
+//! directory. The job also gets a directory in the perf_event hierarchy:
+//! a v1 `perf_event` mount, else (hybrid) the cgroup2 one, which has no
+//! other controller.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,10 @@ use super::{
 /// v1 controllers a job needs.
 const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "freezer"];
 
-/// v1 controllers used when the host mounts them: they only account.
-const OPTIONAL: [&str; 2] = ["cpuacct", "blkio"];
+/// v1 controllers used when the host mounts them: they only account
+/// (`perf_event`: where perf events of the job's cgroup are counted, see
+/// `perfwatch.rs`).
+const OPTIONAL: [&str; 3] = ["cpuacct", "blkio", "perf_event"];
 
 fn wanted(controller: &str) -> bool {
     CONTROLLERS.contains(&controller) || OPTIONAL.contains(&controller)
@@ -56,7 +60,12 @@ fn own_path(controller: &str) -> io::Result<String> {
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, list, path) = (parts.next(), parts.next(), parts.next());
-        if list.is_some_and(|l| l.split(',').any(|c| c == controller)) {
+        // The cgroup2 hierarchy's line has an empty list (`0::/path`).
+        let matches = |l: &str| match controller {
+            "" => l.is_empty(),
+            c => l.split(',').any(|x| x == c),
+        };
+        if list.is_some_and(matches) {
             return Ok(path.unwrap_or("/").to_string());
         }
     }
@@ -81,7 +90,28 @@ fn parents() -> io::Result<Vec<(String, PathBuf)>> {
         let parent = mount.join(own.trim_start_matches('/')).join("airlock");
         parents.push(((*c).to_string(), parent));
     }
+    // A hybrid host leaves perf_event to its (otherwise empty) cgroup2
+    // hierarchy: a job's directory there is its perf_event cgroup.
+    if !parents.iter().any(|(c, _)| c == "perf_event") {
+        if let Some(mount) = unified_mount()? {
+            let own = own_path("")?;
+            let parent = mount.join(own.trim_start_matches('/')).join("airlock");
+            parents.push(("perf_event".to_string(), parent));
+        }
+    }
     Ok(parents)
+}
+
+/// Where the cgroup2 hierarchy is mounted beside the v1 ones, if it is.
+fn unified_mount() -> io::Result<Option<PathBuf>> {
+    let info = read(Path::new("/proc/self/mountinfo"))?;
+    Ok(info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split(' ').next() != Some("cgroup2") {
+            return None;
+        }
+        left.split(' ').nth(4).map(PathBuf::from)
+    }))
 }
 
 /// Sums the `Read` and `Write` lines of a `blkio.throttle.io_service_bytes`
@@ -195,8 +225,7 @@ impl Cgroup for V1 {
             .map(Path::to_path_buf)
             .collect();
         for old in from {
-            let to = old.with_file_name(name);
-            std::fs::rename(&old, &to).map_err(|e| super::with_path(e, &old))?;
+            let to = super::rename_dir(&old, name)?;
             for (_, dir) in &mut self.dirs {
                 if *dir == old {
                     dir.clone_from(&to);
@@ -248,6 +277,10 @@ impl Cgroup for V1 {
 
     fn procs(&self) -> io::Result<Vec<i32>> {
         self.dir("pids").map_or(Ok(Vec::new()), super::procs_of)
+    }
+
+    fn perf_dir(&self) -> Option<PathBuf> {
+        self.dir("perf_event").map(Path::to_path_buf)
     }
 
     fn freeze(&self) -> io::Result<()> {

@@ -107,9 +107,7 @@ impl Cgroup for V2 {
     }
 
     fn rename(&mut self, name: &str) -> io::Result<()> {
-        let to = self.dir.with_file_name(name);
-        std::fs::rename(&self.dir, &to).map_err(|e| super::with_path(e, &self.dir))?;
-        self.dir = to;
+        self.dir = super::rename_dir(&self.dir, name)?;
         Ok(())
     }
 
@@ -141,6 +139,10 @@ impl Cgroup for V2 {
 
     fn procs(&self) -> io::Result<Vec<i32>> {
         super::procs_of(&self.dir)
+    }
+
+    fn perf_dir(&self) -> Option<PathBuf> {
+        Some(self.dir.clone())
     }
 
     fn freeze(&self) -> io::Result<()> {
