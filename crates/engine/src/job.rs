@@ -270,6 +270,7 @@ fn run_with_secrets(
             match sandbox.watch_execs(Box::new(move |e| {
                 let _ = tx.send(Seen::Exec(e, Instant::now()));
             })) {
+                Ok(sandbox::ExecSource::Perf) => "perf",
                 Ok(sandbox::ExecSource::Connector) => "connector",
                 Ok(sandbox::ExecSource::Polling) => "polling",
                 Err(e) => {
@@ -308,6 +309,8 @@ fn run_with_secrets(
         let watcher = std::thread::Builder::new()
             .name(format!("monitor-{}", plan.id))
             .spawn_scoped(scope, || {
+                // Batched work that need not race the job: never preempt it.
+                sandbox::procwatch::yield_to_the_job();
                 // Owned by this thread (a Receiver cannot be shared).
                 let reported = reported;
                 let mut monitor = ctx.rules.map(|rules| {

@@ -98,10 +98,18 @@ fn user_namespaces() -> Check {
 /// is not a failure, but it says what it misses.
 fn exec_watch() -> Check {
     let detail = match crate::procwatch::available_source() {
-        (_, None) => "exec events from the kernel's process-events connector (every exec)".into(),
-        (_, Some(why)) => format!(
-            "exec events by polling /proc every {} ms (processes shorter than that are missed): {why}",
-            crate::procwatch::POLL_INTERVAL.as_millis()
+        (crate::ExecSource::Perf, _) => {
+            "exec events recorded by the kernel through perf events (every exec, with its arguments)"
+                .into()
+        }
+        (crate::ExecSource::Connector, why) => format!(
+            "exec events from the kernel's process-events connector (every exec; arguments read from /proc right after): {}",
+            why.join("; ")
+        ),
+        (crate::ExecSource::Polling, why) => format!(
+            "exec events by polling /proc every {} ms (processes shorter than that are missed): {}",
+            crate::procwatch::POLL_INTERVAL.as_millis(),
+            why.join("; ")
         ),
     };
     check("exec_watch", Ok(detail))

@@ -28,6 +28,7 @@ mod init;
 mod landlock;
 mod netns;
 mod netwatch;
+mod perfwatch;
 mod procfs;
 pub mod procwatch;
 mod proto;

@@ -1,7 +1,12 @@
 //! Every exec of a job, reported as an [`ExecEvent`] (see
-//! [`Sandbox::watch_execs`](crate::Sandbox::watch_execs)), from one of two
-//! sources ([`ExecSource`]):
+//! [`Sandbox::watch_execs`](crate::Sandbox::watch_execs)), from one of three
+//! sources ([`ExecSource`]), the first available:
 //!
+//! - **Perf events** (see `perfwatch.rs`): the kernel records each exec of
+//!   the job (its arguments, binary, uid and parent) in the exec'ing
+//!   process itself, into ring buffers the watch reads every few
+//!   milliseconds. Nothing races the process, and nothing runs per exec
+//!   outside the job. Needs root in the initial namespaces and tracefs.
 //! - **The kernel's process events connector** (netlink
 //!   `NETLINK_CONNECTOR`, `CN_IDX_PROC`): the kernel tells every listener
 //!   of every fork, exec and exit of the host, as they happen. It needs
@@ -100,6 +105,9 @@ pub struct ExecEvent {
 /// Where [`ExecEvent`]s come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecSource {
+    /// Perf events on the kernel's exec tracepoint, recorded in the job:
+    /// every exec, with the arguments it started with.
+    Perf,
     /// The kernel's process events connector: every exec.
     Connector,
     /// Polling `/proc` every [`POLL_INTERVAL`]: processes that live at
@@ -122,6 +130,8 @@ pub(crate) struct Target {
     /// Its pid namespace, held open while the watch runs (so that no other
     /// namespace can get its inode number meanwhile).
     pub(crate) pid_ns: Arc<HeldNs>,
+    /// Its directory in the perf_event cgroup hierarchy, if it has one.
+    pub(crate) perf_cgroup: Option<OwnedFd>,
 }
 
 /// A running exec watch. Its thread ends, dropping the sink, when the
@@ -158,15 +168,63 @@ impl ExecWatch {
         let job = JobView::of_init(init_dir.as_fd())
             .map_err(|e| SandboxError::io("read the sandbox init's uid map and root", e))?;
         drop(init_dir);
+        let lost = Arc::new(AtomicU64::new(0));
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|e| SandboxError::io("create the exec watch's wake fd", e))?;
+        let woken = wake
+            .try_clone()
+            .map_err(|e| SandboxError::io("duplicate the exec watch's wake fd", e))?;
+        let name = format!("procwatch-{}", target.init);
+        if matches!(source, None | Some(ExecSource::Perf)) {
+            let attach = match &target.perf_cgroup {
+                Some(dir) => crate::perfwatch::Attach::Cgroup(dir.as_fd()),
+                None => crate::perfwatch::Attach::Init,
+            };
+            match crate::perfwatch::Rings::open(target.pid_ns.fd(), attach) {
+                Ok(rings) => {
+                    let mut reader = crate::perfwatch::PerfReader::new(
+                        rings,
+                        proc,
+                        job,
+                        sink,
+                        Arc::clone(&lost),
+                    );
+                    let stop = Stop {
+                        wake: woken,
+                        pidfd: target.pidfd,
+                    };
+                    let pid_ns = target.pid_ns;
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn(move || {
+                            let _held = pid_ns;
+                            yield_to_the_job();
+                            loop {
+                                let (_, stopped) =
+                                    stop.wait(None, Some(crate::perfwatch::READ_INTERVAL));
+                                reader.read(stopped);
+                                if stopped {
+                                    return;
+                                }
+                            }
+                        })
+                        .map_err(|e| SandboxError::io("start the exec watch thread", e))?;
+                    return Ok((ExecWatch { wake, lost }, ExecSource::Perf));
+                }
+                Err(e) if source.is_some() => {
+                    return Err(SandboxError::io("open perf events on the job's execs", e));
+                }
+                Err(_) => {}
+            }
+        }
         let connector = match source {
             Some(ExecSource::Connector) => Some(
                 Connector::open()
                     .map_err(|e| SandboxError::io("listen to the process events connector", e))?,
             ),
             Some(ExecSource::Polling) => None,
-            None => Connector::open().ok(),
+            Some(ExecSource::Perf) | None => Connector::open().ok(),
         };
-        let lost = Arc::new(AtomicU64::new(0));
         let mut core = Core {
             proc,
             reader: Reader::default(),
@@ -177,16 +235,10 @@ impl ExecWatch {
             lost: Arc::clone(&lost),
             behind: false,
         };
-        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| SandboxError::io("create the exec watch's wake fd", e))?;
-        let woken = wake
-            .try_clone()
-            .map_err(|e| SandboxError::io("duplicate the exec watch's wake fd", e))?;
         let stop = Stop {
             wake: woken,
             pidfd: target.pidfd,
         };
-        let name = format!("procwatch-{}", target.init);
         let pid_ns = target.pid_ns;
         let chosen = if connector.is_some() {
             ExecSource::Connector
@@ -738,6 +790,20 @@ fn run_ahead_of_the_job() {
     }
 }
 
+/// Makes the calling thread a batch thread (`SCHED_BATCH`, same nice
+/// value): it gets its fair share of CPU, so a job that keeps every CPU
+/// busy cannot starve it, but its wake-ups never preempt the task running
+/// on a CPU; it takes an idle CPU or waits for the running task's slice to
+/// end (a few milliseconds). For the threads that watch a job without
+/// racing it (the perf source's reader, the engine's monitor): they wake
+/// every few milliseconds and would otherwise cut into the job's time.
+pub fn yield_to_the_job() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads one sched_param from a valid
+    // pointer; pid 0 is the calling thread. On failure nothing changes.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+}
+
 /// A pid from a `/proc` entry name.
 fn pid_of(name: &[u8]) -> Option<i32> {
     if name.is_empty() || !name.iter().all(u8::is_ascii_digit) {
@@ -747,7 +813,7 @@ fn pid_of(name: &[u8]) -> Option<i32> {
 }
 
 /// The wall-clock time of a connector timestamp (`CLOCK_MONOTONIC`).
-fn wall_clock(timestamp_ns: u64) -> SystemTime {
+pub(crate) fn wall_clock(timestamp_ns: u64) -> SystemTime {
     let now = SystemTime::now();
     let mono = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let mono_ns = u64::try_from(mono.tv_sec)
@@ -770,12 +836,20 @@ const PROC_EVENT_FORK: u32 = 0x1;
 const PROC_EVENT_EXEC: u32 = 0x2;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
-/// Which source a watch started now would use, and why not the
-/// connector (for `airlock doctor`).
-pub fn available_source() -> (ExecSource, Option<String>) {
+/// Which source a watch started now would use, and why not the better
+/// ones (for `airlock doctor`).
+pub fn available_source() -> (ExecSource, Vec<String>) {
+    let mut why_not = Vec::new();
+    match crate::perfwatch::Rings::available() {
+        Ok(()) => return (ExecSource::Perf, why_not),
+        Err(e) => why_not.push(format!("no perf events: {e}")),
+    }
     match Connector::open() {
-        Ok(_) => (ExecSource::Connector, None),
-        Err(e) => (ExecSource::Polling, Some(e.to_string())),
+        Ok(_) => (ExecSource::Connector, why_not),
+        Err(e) => {
+            why_not.push(format!("no process events connector: {e}"));
+            (ExecSource::Polling, why_not)
+        }
     }
 }
 

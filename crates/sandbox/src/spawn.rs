@@ -420,10 +420,25 @@ impl Sandbox {
             .pidfd
             .try_clone()
             .map_err(|e| SandboxError::io("duplicate the sandbox pidfd", e))?;
+        let perf_cgroup = lock(&self.shared.cgroup)
+            .as_ref()
+            .and_then(|cg| cg.perf_dir())
+            .map(|dir| {
+                rustix::fs::open(
+                    &dir,
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| SandboxError::io("open the job's perf_event cgroup", e))
+            })
+            .transpose()?;
         let target = Target {
             init: self.pid(),
             pidfd,
             pid_ns,
+            perf_cgroup,
         };
         let mut slot = lock(&self.execwatch);
         // One watch at a time: the previous one stops.

@@ -19,12 +19,18 @@ use crate::error::SandboxError;
 /// can get its inode number.
 #[derive(Debug)]
 pub(crate) struct HeldNs {
-    _file: File,
+    file: File,
     dev: u64,
     ino: u64,
 }
 
 impl HeldNs {
+    /// The namespace's file, for `setns`.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.file.as_fd()
+    }
+
     pub(crate) fn id(&self) -> crate::procfs::NsId {
         crate::procfs::NsId {
             dev: self.dev,
@@ -57,7 +63,7 @@ impl Namespaces {
                 source: e,
             })?;
             Ok(HeldNs {
-                _file: file,
+                file,
                 dev: meta.dev(),
                 ino: meta.ino(),
             })

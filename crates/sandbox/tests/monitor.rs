@@ -19,15 +19,35 @@ use sandbox::{
 fn main() {
     sandbox::run_if_init();
     let args = Arguments::from_args();
-    let tests = vec![
-        Trial::test(
-            "execs_are_reported_with_argv_parent_and_job_pids",
-            execs_reported,
-        ),
-        Trial::test("exec_paths_are_the_jobs_view", exec_paths_job_view),
-        Trial::test("host_processes_are_not_reported", host_not_reported),
-        Trial::test("short_lived_burst_is_reported_whole", burst_reported),
-        Trial::test("overflow_is_counted_and_caught_up", overflow),
+    let mut tests = Vec::new();
+    // Perf events by the job's cgroup, perf events inherited from the
+    // init (a job without a cgroup), the connector.
+    for (source, cgroup, name) in [
+        (ExecSource::Perf, true, "perf_cgroup"),
+        (ExecSource::Perf, false, "perf_inherited"),
+        (ExecSource::Connector, false, "connector"),
+    ] {
+        tests.extend([
+            Trial::test(
+                format!("{name}_execs_are_reported_with_argv_parent_and_job_pids"),
+                move || execs_reported(source, cgroup),
+            ),
+            Trial::test(format!("{name}_exec_paths_are_the_jobs_view"), move || {
+                exec_paths_job_view(source, cgroup)
+            }),
+            Trial::test(
+                format!("{name}_host_processes_are_not_reported"),
+                move || host_not_reported(source, cgroup),
+            ),
+            Trial::test(
+                format!("{name}_short_lived_burst_is_reported_whole"),
+                move || burst_reported(source, cgroup),
+            ),
+        ]);
+    }
+    tests.extend([
+        Trial::test("the_default_source_for_root_is_perf", default_source),
+        Trial::test("connector_overflow_is_counted_and_caught_up", overflow),
         Trial::test("polling_reports_a_long_lived_process", polling_reports),
         Trial::test(
             "exec_watch_ends_when_the_sandbox_is_destroyed",
@@ -40,7 +60,7 @@ fn main() {
             contain_without_cgroup,
         ),
         Trial::test("contain_and_destroy_may_race", contain_destroy_race),
-    ];
+    ]);
     libtest_mimic::run(&args, tests).exit();
 }
 
@@ -99,23 +119,27 @@ fn run(sandbox: &mut Sandbox, command: &CommandSpec) -> Result<(CommandOutcome, 
 
 const T: Duration = Duration::from_secs(20);
 
-/// A watch whose events go to a channel.
-fn watch(sandbox: &Sandbox, source: Option<ExecSource>) -> Result<Receiver<ExecEvent>, Failed> {
+/// A watch from `source` whose events go to a channel.
+fn watch(sandbox: &Sandbox, source: ExecSource) -> Result<Receiver<ExecEvent>, Failed> {
     let (tx, rx) = mpsc::channel();
-    let sink = Box::new(move |e| {
-        let _ = tx.send(e);
-    });
-    match source {
-        None => {
-            let got = sandbox.watch_execs(sink)?;
-            check(
-                got == ExecSource::Connector,
-                format!("the runner is root, yet the watch uses {got:?}"),
-            )?;
-        }
-        Some(source) => sandbox.watch_execs_from(source, sink)?,
-    }
+    sandbox.watch_execs_from(
+        source,
+        Box::new(move |e| {
+            let _ = tx.send(e);
+        }),
+    )?;
     Ok(rx)
+}
+
+/// A root runner on this host watches with perf events.
+fn default_source() -> Result<(), Failed> {
+    let job = job(false)?;
+    let got = job.sandbox.watch_execs(Box::new(|_| {}))?;
+    check(
+        got == ExecSource::Perf,
+        format!("the runner is root, yet the watch uses {got:?}"),
+    )?;
+    check(job.sandbox.destroy()?.is_clean(), "teardown")
 }
 
 /// Events until `done` says so (or `limit` passes).
@@ -175,9 +199,12 @@ fn is_true(e: &ExecEvent) -> bool {
 /// late (a descheduled vCPU), its executable and argv are gone, and the
 /// event carries its command name. Each must still be reported, with its
 /// parent; whatever argv was read must be right, and most are read.
-fn execs_reported() -> Result<(), Failed> {
-    let mut job = job(false)?;
-    let rx = watch(&job.sandbox, None)?;
+///
+/// Perf events record every exec in the job itself: there, every path
+/// must be read.
+fn execs_reported(source: ExecSource, cgroup: bool) -> Result<(), Failed> {
+    let mut job = job(cgroup)?;
+    let rx = watch(&job.sandbox, source)?;
     let script = "for i in 1 2 3; do /bin/true; done; /bin/echo hi";
     let (outcome, out) = run(&mut job.sandbox, &argv(&["/bin/sh", "-c", script]))?;
     check(
@@ -217,15 +244,23 @@ fn execs_reported() -> Result<(), Failed> {
             t.ppid == sh.pid && t.parent == sh.path && t.pid != sh.pid,
             format!("a /bin/true exec:{}", show(&all)),
         )?;
-        // Read in time: the path and argv the job used, uid 0 inside.
+        // Read in time: the path and argv the job used, uid 0 inside. (Perf
+        // events have the path always, the argv and uid nearly always.)
+        let unread = args_of(t).is_empty() && t.uid == u32::MAX;
         check(
-            t.path == "true" || t.path == "?" || (args_of(t) == ["/bin/true"] && t.uid == 0),
+            t.path == "true"
+                || t.path == "?"
+                || (args_of(t) == ["/bin/true"] && t.uid == 0)
+                || (source == ExecSource::Perf && t.path == "/bin/true" && unread),
             format!("a /bin/true exec:{}", show(&all)),
         )?;
     }
     let read = trues.iter().filter(|t| t.path.ends_with("/true")).count();
+    // Perf events: the binary comes from the kernel's own record of the
+    // exec, never too late.
+    let want = if source == ExecSource::Perf { 3 } else { 2 };
     check(
-        read >= 2,
+        read >= want,
         format!("most execs were read too late:{}", show(&all)),
     )?;
     let mut hosts: Vec<i32> = trues.iter().map(|t| t.host_pid).collect();
@@ -250,9 +285,9 @@ fn execs_reported() -> Result<(), Failed> {
 
 /// A program that exists only inside the job is reported under the path
 /// the job ran it by, not a host path.
-fn exec_paths_job_view() -> Result<(), Failed> {
-    let mut job = job(false)?;
-    let rx = watch(&job.sandbox, None)?;
+fn exec_paths_job_view(source: ExecSource, cgroup: bool) -> Result<(), Failed> {
+    let mut job = job(cgroup)?;
+    let rx = watch(&job.sandbox, source)?;
     let (outcome, out) = run(
         &mut job.sandbox,
         &argv(&[
@@ -291,9 +326,9 @@ fn exec_paths_job_view() -> Result<(), Failed> {
 }
 
 /// Execs on the host, during a watch, are not the job's.
-fn host_not_reported() -> Result<(), Failed> {
-    let mut job = job(false)?;
-    let rx = watch(&job.sandbox, None)?;
+fn host_not_reported(source: ExecSource, cgroup: bool) -> Result<(), Failed> {
+    let mut job = job(cgroup)?;
+    let rx = watch(&job.sandbox, source)?;
     let marker = "host-marker-4711";
     let mut host = std::process::Command::new("/bin/sh")
         .args(["-c", "/bin/true; exec /bin/sleep 0.2", marker])
@@ -323,9 +358,9 @@ fn host_not_reported() -> Result<(), Failed> {
 
 /// Programs that end within microseconds, in a burst, are all reported,
 /// each with its argv (or, gone before it was read, at least as an exec).
-fn burst_reported() -> Result<(), Failed> {
-    let mut job = job(false)?;
-    let rx = watch(&job.sandbox, None)?;
+fn burst_reported(source: ExecSource, cgroup: bool) -> Result<(), Failed> {
+    let mut job = job(cgroup)?;
+    let rx = watch(&job.sandbox, source)?;
     let n = 300;
     let script = format!("i=0; while [ $i -lt {n} ]; do /bin/true $i; i=$((i+1)); done");
     let started = Instant::now();
@@ -349,9 +384,16 @@ fn burst_reported() -> Result<(), Failed> {
         trues == n || job.sandbox.execs_lost() > 0,
         format!("{trues} of {n} execs reported, none lost"),
     )?;
-    // Usually all or nearly; a loaded VM wakes the watch late now and then.
+    // Usually all or nearly: the connector's watch may wake too late (a
+    // loaded VM), and perf events' copy of the new stack may stop short
+    // of the arguments (an untouched page, see perfwatch.rs).
+    let want = n * 2 / 3;
+    if source == ExecSource::Perf {
+        let paths = events.iter().filter(|e| e.path == "/bin/true").count();
+        check(paths == n, format!("{paths} of {n} binaries read"))?;
+    }
     check(
-        with_argv * 3 >= n * 2,
+        with_argv >= want,
         format!("only {with_argv} of {n} execs were read in time"),
     )
 }
@@ -365,13 +407,16 @@ fn overflow() -> Result<(), Failed> {
     let (release, released) = mpsc::channel::<()>();
     let (tx, rx) = mpsc::channel();
     let mut first = true;
-    job.sandbox.watch_execs(Box::new(move |e| {
-        if first {
-            first = false;
-            let _ = released.recv_timeout(Duration::from_secs(60));
-        }
-        let _ = tx.send(e);
-    }))?;
+    job.sandbox.watch_execs_from(
+        ExecSource::Connector,
+        Box::new(move |e| {
+            if first {
+                first = false;
+                let _ = released.recv_timeout(Duration::from_secs(60));
+            }
+            let _ = tx.send(e);
+        }),
+    )?;
     // 6,000 execs are 18,000 events: more than the socket holds.
     let marker = "30.777777";
     let script = format!(
@@ -418,7 +463,7 @@ fn overflow() -> Result<(), Failed> {
 /// command line, and its parent.
 fn polling_reports() -> Result<(), Failed> {
     let mut job = job(false)?;
-    let rx = watch(&job.sandbox, Some(ExecSource::Polling))?;
+    let rx = watch(&job.sandbox, ExecSource::Polling)?;
     let (outcome, _) = run(
         &mut job.sandbox,
         &argv(&["/bin/sh", "-c", "/bin/sleep 2; true"]),
@@ -462,12 +507,12 @@ fn threads_named(prefix: &str) -> usize {
 /// Destroying the sandbox ends the watch's thread, which drops the sink:
 /// a receiver sees the channel close. Replacing a watch ends the old one.
 fn watch_ends_on_destroy() -> Result<(), Failed> {
-    for source in [ExecSource::Connector, ExecSource::Polling] {
+    for source in [ExecSource::Perf, ExecSource::Connector, ExecSource::Polling] {
         let job = job(false)?;
         let name = format!("procwatch-{}", job.sandbox.pid());
         let name = name.get(..15).unwrap_or(&name).to_string();
-        let first = watch(&job.sandbox, Some(source))?;
-        let rx = watch(&job.sandbox, Some(source))?;
+        let first = watch(&job.sandbox, source)?;
+        let rx = watch(&job.sandbox, source)?;
         check(
             first.recv_timeout(Duration::from_secs(2)) == Err(RecvTimeoutError::Disconnected),
             format!("{source:?}: the replaced watch's sink is still alive"),
