@@ -87,9 +87,12 @@ pub struct ExecEvent {
     pub ppid: i32,
     /// Its effective uid inside the job (`u32::MAX` if unknown).
     pub uid: u32,
-    /// The executable's path as the job sees it. When the executable
-    /// could not be read any more: the process's command name (`comm`, at
-    /// most 15 bytes, no `/`), or `?` if nothing could.
+    /// The program's path as the job sees it: from perf events, the path
+    /// the job passed to `execve` (`/bin/sh`, a script); from the
+    /// connector or polling, the binary it resolved to (`/usr/bin/dash`,
+    /// the script's interpreter), or where that could not be read any
+    /// more, the process's command name (`comm`, at most 15 bytes, no
+    /// `/`), or `?` if nothing could.
     pub path: String,
     /// The command line, as the process had it when it was read (raw:
     /// redact before showing). Empty if it could not be read.
@@ -797,6 +800,7 @@ fn run_ahead_of_the_job() {
 /// end (a few milliseconds). For the threads that watch a job without
 /// racing it (the perf source's reader, the engine's monitor): they wake
 /// every few milliseconds and would otherwise cut into the job's time.
+/// (Nice 19 on top was tried: no better.)
 pub fn yield_to_the_job() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler reads one sched_param from a valid
