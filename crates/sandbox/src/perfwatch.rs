@@ -44,9 +44,10 @@
 //! the exec without arguments if not.
 //!
 //! Needs `CAP_PERFMON` (or `CAP_SYS_ADMIN`) in the initial user namespace,
-//! `CAP_SYS_ADMIN` to enter the job's pid namespace, and tracefs mounted
-//! (`/sys/kernel/tracing`) for the tracepoint's id and record layout.
-//! Without them the watch falls back to the process events connector.
+//! `CAP_SYS_ADMIN` to enter the job's pid namespace, and tracefs for the
+//! tracepoint's id and record layout (where the host has not mounted it,
+//! a thread mounts it in a mount namespace of its own). Without them the
+//! watch falls back to the process events connector.
 
 use std::collections::HashMap;
 use std::io;
@@ -90,10 +91,26 @@ pub(crate) struct Tracepoint {
 }
 
 impl Tracepoint {
-    /// Reads `sched:sched_process_exec`'s id and format from tracefs.
+    /// Reads `sched:sched_process_exec`'s id and format from tracefs;
+    /// where the host has not mounted tracefs, from a private mount of it
+    /// (see [`Tracepoint::find_unmounted`]). Read once per process.
     pub(crate) fn find() -> io::Result<Tracepoint> {
+        static FOUND: std::sync::OnceLock<Result<Tracepoint, (io::ErrorKind, String)>> =
+            std::sync::OnceLock::new();
+        FOUND
+            .get_or_init(|| {
+                Tracepoint::read_at(&TRACEFS)
+                    .or_else(|_| Tracepoint::find_unmounted())
+                    .map_err(|e| (e.kind(), e.to_string()))
+            })
+            .clone()
+            .map_err(|(kind, message)| io::Error::new(kind, message))
+    }
+
+    /// From the first of `roots` that has the tracepoint.
+    fn read_at(roots: &[&str]) -> io::Result<Tracepoint> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "tracefs is not mounted");
-        for root in TRACEFS {
+        for root in roots {
             let dir = format!("{root}/events/sched/sched_process_exec");
             let read = |name: &str| std::fs::read_to_string(format!("{dir}/{name}"));
             match (read("id"), read("format")) {
@@ -113,6 +130,39 @@ impl Tracepoint {
             }
         }
         Err(last)
+    }
+
+    /// Mounts tracefs where only a thread of ours sees it: the thread
+    /// takes a mount namespace of its own (`unshare(CLONE_NEWNS)` applies
+    /// to the calling thread), makes it private, mounts tracefs over
+    /// `/sys/kernel/tracing` there, reads, and ends, and its namespace with
+    /// it. The host's mounts are not touched.
+    fn find_unmounted() -> io::Result<Tracepoint> {
+        std::thread::Builder::new()
+            .name("tracefs".into())
+            .spawn(|| {
+                // SAFETY: only the mount namespace (and with it this
+                // thread's filesystem context) is unshared, for this thread
+                // alone, which ends right after.
+                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }?;
+                rustix::mount::mount_change(
+                    "/",
+                    rustix::mount::MountPropagationFlags::PRIVATE
+                        | rustix::mount::MountPropagationFlags::REC,
+                )?;
+                rustix::mount::mount(
+                    "tracefs",
+                    TRACEFS[0],
+                    "tracefs",
+                    rustix::mount::MountFlags::NOSUID
+                        | rustix::mount::MountFlags::NODEV
+                        | rustix::mount::MountFlags::NOEXEC,
+                    None,
+                )?;
+                Tracepoint::read_at(&TRACEFS[..1])
+            })?
+            .join()
+            .map_err(|_| io::Error::other("the tracefs thread panicked"))?
     }
 }
 

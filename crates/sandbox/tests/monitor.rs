@@ -216,9 +216,15 @@ fn execs_reported(source: ExecSource, cgroup: bool) -> Result<(), Failed> {
     let late = collect(&rx, Duration::from_millis(300), |_| false);
     let all: Vec<ExecEvent> = events.iter().chain(late.iter()).cloned().collect();
     check(all.len() == 5, format!("want 5 execs, got:{}", show(&all)))?;
+    // Perf events: the argv, if not in the kernel's copy of the new
+    // stack (rarely: an untouched page, see perfwatch.rs), is read from
+    // /proc, and is missing if the process is gone by then.
+    let argv_ok = |e: &ExecEvent, want: &[&str]| {
+        args_of(e) == want || (source == ExecSource::Perf && e.argv.is_empty())
+    };
     let sh = &all[0];
     check(
-        args_of(sh) == ["/bin/sh", "-c", script]
+        argv_ok(sh, &["/bin/sh", "-c", script])
             && sh.path.ends_with("sh")
             && sh.ppid == 1
             && sh.parent == INIT_ARGV0
@@ -273,7 +279,7 @@ fn execs_reported(source: ExecSource, cgroup: bool) -> Result<(), Failed> {
     // dash may exec its last command in place: then the echo is the
     // shell's process, whose parent is the init.
     check(
-        (echo.path.ends_with("/echo") && args_of(echo) == ["/bin/echo", "hi"]
+        (echo.path.ends_with("/echo") && argv_ok(echo, &["/bin/echo", "hi"])
             || echo.path == "echo"
             || echo.path == "?")
             && ((echo.pid == sh.pid && echo.ppid == 1) || echo.ppid == sh.pid),
