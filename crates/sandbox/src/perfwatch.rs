@@ -760,7 +760,6 @@ fn decode(record: &[u8], tracepoint: &Tracepoint) -> Option<(u64, Record)> {
                 Some(sp) => startup(&stack[..dyn_len], sp),
                 None => (None, None),
             };
-
             Some((
                 time,
                 Record::Exec {
