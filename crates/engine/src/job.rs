@@ -395,13 +395,13 @@ fn run_with_secrets(
                             }
                             continue;
                         }
-                        Seen::Files(found, lost) => {
+                        Seen::Files(found, lost, (events, sample)) => {
                             execs_lost = lost;
                             if let Some(m) = monitor.as_mut() {
-                                // The job is over but its cgroup is still
-                                // there: a limit it hit in its last second
-                                // is counted now.
-                                m.sample(Instant::now());
+                                // The job's last sample, taken by the job
+                                // thread before the cgroup goes: a limit it
+                                // hit in its last second is counted too.
+                                m.usage(Instant::now(), events, sample);
                                 for f in &found {
                                     m.file(f);
                                 }
@@ -455,7 +455,10 @@ fn run_with_secrets(
                 &sandbox.root(),
                 std::path::Path::new(&plan.sandbox.workdir),
             );
-            let _ = files_tx.send(Seen::Files(files, sandbox.execs_lost()));
+            // Read here, not on the monitor thread, which may run late:
+            // the cgroup is gone once the sandbox is torn down.
+            let last = (probe.events(), probe.sample());
+            let _ = files_tx.send(Seen::Files(files, sandbox.execs_lost(), last));
         }
         drop(files_tx);
         if let Ok(Some(proxy)) = proxy {
@@ -768,9 +771,14 @@ enum Seen {
     Attempt(sandbox::Attempt),
     /// A process of the job called execve (when the sink heard of it).
     Exec(sandbox::ExecEvent, Instant),
-    /// The files in the job's workspace as it ends, and how many exec
-    /// events the kernel dropped.
-    Files(Vec<state::FileChange>, u64),
+    /// The files in the job's workspace as it ends, how many exec events
+    /// the kernel dropped, and the job's cgroup's last limit events and
+    /// usage.
+    Files(
+        Vec<state::FileChange>,
+        u64,
+        (Option<Events>, Option<sandbox::cgroup::Sample>),
+    ),
 }
 
 /// The monitor's view of a running sandbox.

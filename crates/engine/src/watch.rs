@@ -205,7 +205,14 @@ impl<'a> JobMonitor<'a> {
     /// Samples the job's cgroup (call about once a second) and reports
     /// limits the kernel enforced since the last call.
     pub(crate) fn sample(&mut self, now: Instant) {
-        if let Some(events) = self.probe.events() {
+        let (events, sample) = (self.probe.events(), self.probe.sample());
+        self.usage(now, events, sample);
+    }
+
+    /// Like [`sample`](JobMonitor::sample), from a sample the caller took
+    /// (the job's last, read before its cgroup goes away).
+    pub(crate) fn usage(&mut self, now: Instant, events: Option<Events>, sample: Option<Sample>) {
+        if let Some(events) = events {
             let before = self.last_events;
             self.last_events = events;
             for (limit, count) in [
@@ -220,7 +227,7 @@ impl<'a> JobMonitor<'a> {
                 }
             }
         }
-        let Some(sample) = self.probe.sample() else {
+        let Some(sample) = sample else {
             return;
         };
         let Some((then, last)) = self.last_sample.replace((now, sample)) else {
