@@ -357,10 +357,17 @@ fn open_in(
         }
         Ok(fds)
     })();
-    let mut status = 0;
-    // SAFETY: waits for our own child; `status` is a valid int.
-    unsafe { libc::waitpid(child, &mut status, 0) };
+    reap(child);
     received
+}
+
+/// Waits for our own child `pid` to end (retrying when a signal
+/// interrupts), so that it leaves no zombie.
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child; `status` is a valid int. Only
+    // system calls: also safe in a forked child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
 }
 
 /// What the helper process needs, prepared before the fork.
@@ -395,9 +402,7 @@ impl Helper {
             return self.answer(errno());
         }
         if grandchild > 0 {
-            let mut status = 0;
-            // SAFETY: waits for our own child.
-            unsafe { libc::waitpid(grandchild, &mut status, 0) };
+            reap(grandchild);
             return 0;
         }
         // The grandchild: in the job's pid namespace, where its init is 1.
@@ -847,11 +852,13 @@ struct Task {
 
 /// The reading side: turns the rings' records into [`ExecEvent`]s.
 pub(crate) struct PerfReader {
-    pub(crate) rings: Rings,
-    pub(crate) proc: Proc,
-    pub(crate) job: JobView,
-    pub(crate) sink: ExecSink,
-    pub(crate) lost: Arc<AtomicU64>,
+    rings: Rings,
+    /// For `/proc/PID/cmdline` where the copy lacks the arguments.
+    proc: Proc,
+    job: JobView,
+    sink: ExecSink,
+    /// Records the kernel dropped (a ring was full).
+    lost: Arc<AtomicU64>,
     tasks: HashMap<i32, Task>,
     /// Records newer than the last read's start, held for the next one
     /// (another CPU's older record may not have been read yet).
