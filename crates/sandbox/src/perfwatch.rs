@@ -551,30 +551,43 @@ impl Ring {
         }
     }
 
+    /// The ring's bytes `at..at + len` (within the data area, not
+    /// wrapping).
+    fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        debug_assert!(at + len <= self.data_size);
+        // Only asked for records between tail and head, which the kernel
+        // does not write until we move tail past them.
+        // SAFETY: the range lies within the data area (mapped, see above).
+        unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset + at), len) }
+    }
+
+    /// Copies `out.len()` bytes of the ring from `at`, wrapping.
+    fn copy_out(&self, at: usize, out: &mut [u8]) {
+        let first = wrap_split(at, out.len(), self.data_size);
+        out[..first].copy_from_slice(self.bytes(at, first));
+        let rest = out.len() - first;
+        out[first..].copy_from_slice(self.bytes(0, rest));
+    }
+
     /// Calls `each` with every record written since the last call (a
     /// record that wraps around the ring's end is copied into `scratch`).
     fn drain(&mut self, scratch: &mut Vec<u8>, mut each: impl FnMut(&[u8])) {
         let head = self.head().load(Ordering::Acquire);
         let mut tail = self.tail().load(Ordering::Relaxed);
-        // SAFETY: the data area is mapped for data_size bytes from
-        // data_offset; the kernel does not write between tail and head
-        // until we move tail.
-        let data =
-            unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset), self.data_size) };
         let mask = u64::try_from(self.data_size - 1).unwrap_or(0);
         while tail < head {
             let at = usize::try_from(tail & mask).unwrap_or(0);
             let mut header = [0u8; 8];
-            copy_wrapped(data, at, &mut header);
+            self.copy_out(at, &mut header);
             let size = usize::from(u16::from_ne_bytes([header[6], header[7]]));
             if size < 8 || u64::try_from(size).unwrap_or(u64::MAX) > head - tail {
                 break; // not a record: skip the rest rather than misread it
             }
-            if at + size <= data.len() {
-                each(&data[at..at + size]);
+            if at + size <= self.data_size {
+                each(self.bytes(at, size));
             } else {
                 scratch.resize(size, 0);
-                copy_wrapped(data, at, scratch);
+                self.copy_out(at, scratch);
                 each(scratch);
             }
             tail += u64::try_from(size).unwrap_or(0);
@@ -591,12 +604,10 @@ impl Drop for Ring {
     }
 }
 
-/// Copies `out.len()` bytes of the ring `data` from `at`, wrapping.
-fn copy_wrapped(data: &[u8], at: usize, out: &mut [u8]) {
-    let first = (data.len() - at).min(out.len());
-    out[..first].copy_from_slice(&data[at..at + first]);
-    let rest = out.len() - first;
-    out[first..].copy_from_slice(&data[..rest]);
+/// How many of `len` bytes from `at` fit before the end of a ring of
+/// `size` bytes (the rest continue at its start).
+fn wrap_split(at: usize, len: usize, size: usize) -> usize {
+    size.saturating_sub(at).min(len)
 }
 
 /// The rings of one sandbox.
@@ -1084,10 +1095,9 @@ mod tests {
     }
 
     #[test]
-    fn a_record_wrapping_the_ring_is_copied_whole() {
-        let data: Vec<u8> = (0..16).collect();
-        let mut out = [0u8; 6];
-        copy_wrapped(&data, 13, &mut out);
-        assert_eq!(out, [13, 14, 15, 0, 1, 2]);
+    fn a_record_wrapping_the_ring_is_split_at_its_end() {
+        assert_eq!(wrap_split(13, 6, 16), 3);
+        assert_eq!(wrap_split(0, 6, 16), 6);
+        assert_eq!(wrap_split(10, 6, 16), 6);
     }
 }
