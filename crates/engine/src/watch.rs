@@ -300,7 +300,7 @@ impl<'a> JobMonitor<'a> {
                     description: rule.description().into(),
                     action: rule.action().to_string(),
                     summary: obs.summary(),
-                    observation: serde_json::to_value(&obs.fields).unwrap_or_default(),
+                    observation: serde_json::to_value(obs.fields()).unwrap_or_default(),
                 });
             }
             if kill {

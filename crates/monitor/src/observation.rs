@@ -1,14 +1,16 @@
 //! What the monitor looks at: one thing a job did, as named fields.
 //!
 //! Rules name fields (`binary`, `argv`, `host`, ...), so an observation is
-//! a kind plus a small map of values. The fields of each kind are listed in
-//! [`Kind::fields`]; a rule that names any other field is refused when it is
-//! loaded, so a typo cannot silently disable a rule.
+//! a kind plus a value for some of its fields. The fields of each kind are
+//! listed in [`Kind::fields`]; a rule that names any other field is refused
+//! when it is loaded, so a typo cannot silently disable a rule. A loaded
+//! rule refers to a field by its place in that list (its slot), so that
+//! evaluating it compares no field names.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// The kinds of observation, and what a rule's `on:` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -101,7 +103,12 @@ impl Kind {
 
     /// Whether observations of this kind have `field`.
     pub fn has_field(self, field: &str) -> bool {
-        self.fields().iter().any(|(name, _)| *name == field)
+        self.slot(field).is_some()
+    }
+
+    /// The place of `field` in [`Kind::fields`].
+    pub(crate) fn slot(self, field: &str) -> Option<usize> {
+        self.fields().iter().position(|(name, _)| *name == field)
     }
 
     /// The type of `field`'s values, or `None` if this kind has no such
@@ -228,12 +235,13 @@ impl From<f64> for Value {
 }
 
 /// One thing a job did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
     /// What kind of thing.
     pub kind: Kind,
-    /// Its fields (see [`Kind::fields`]).
-    pub fields: BTreeMap<&'static str, Value>,
+    /// Its fields' values, by slot: `values[i]` is the value of
+    /// `kind.fields()[i]`, `None` where it is not set.
+    values: Vec<Option<Value>>,
 }
 
 impl Observation {
@@ -241,24 +249,41 @@ impl Observation {
     pub fn new(kind: Kind) -> Observation {
         Observation {
             kind,
-            fields: BTreeMap::new(),
+            values: vec![None; kind.fields().len()],
         }
     }
 
-    /// Sets `field` (one of [`Kind::fields`]).
+    /// Sets `field` (one of [`Kind::fields`]; any other name is ignored).
     pub fn with(mut self, field: &'static str, value: impl Into<Value>) -> Observation {
         debug_assert!(
             self.kind.has_field(field),
             "{} has no field {field}",
             self.kind
         );
-        self.fields.insert(field, value.into());
+        if let Some(slot) = self.kind.slot(field).and_then(|i| self.values.get_mut(i)) {
+            *slot = Some(value.into());
+        }
         self
     }
 
     /// The value of `field`, if set.
     pub fn get(&self, field: &str) -> Option<&Value> {
-        self.fields.get(field)
+        self.at(self.kind.slot(field)?)
+    }
+
+    /// The value of the field in `slot` (see [`Kind::slot`]), if set.
+    pub(crate) fn at(&self, slot: usize) -> Option<&Value> {
+        self.values.get(slot)?.as_ref()
+    }
+
+    /// The fields that are set, with their values, by name.
+    pub fn fields(&self) -> BTreeMap<&'static str, &Value> {
+        self.kind
+            .fields()
+            .iter()
+            .zip(&self.values)
+            .filter_map(|((name, _), value)| Some((*name, value.as_ref()?)))
+            .collect()
     }
 
     /// A one-line summary for an alert: the fields that say most.
@@ -272,7 +297,7 @@ impl Observation {
         };
         let mut parts = Vec::new();
         for key in keys {
-            match self.fields.get(key) {
+            match self.get(key) {
                 Some(Value::Text(t)) => parts.push(format!("{key}={t}")),
                 Some(Value::Number(n)) => parts.push(format!("{key}={n}")),
                 Some(Value::Bool(b)) => parts.push(format!("{key}={b}")),
@@ -280,6 +305,17 @@ impl Observation {
             }
         }
         parts.join(" ")
+    }
+}
+
+/// As `{"kind": ..., "fields": {name: value, ...}}`, the fields by name.
+impl Serialize for Observation {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("Observation", 2)?;
+        out.serialize_field("kind", &self.kind)?;
+        out.serialize_field("fields", &self.fields())?;
+        out.end()
     }
 }
 

@@ -951,7 +951,7 @@ fn observation() -> impl Strategy<Value = Observation> {
             let mut obs = Observation::new(kind);
             for (index, value) in values {
                 let (field, _) = *index.get(kind.fields());
-                obs.fields.insert(field, value);
+                obs = obs.with(field, value);
             }
             obs
         })

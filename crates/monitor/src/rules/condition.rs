@@ -16,8 +16,8 @@ pub(crate) enum Condition {
     Not(Box<Condition>),
     /// The field is set and passes the test.
     Field {
-        /// One of the kind's field names.
-        field: &'static str,
+        /// The field's place in its kind's fields (`Kind::slot`).
+        slot: usize,
         /// The test, of the field's type.
         test: Test,
     },
@@ -65,7 +65,7 @@ impl Condition {
             Condition::All(parts) => parts.iter().all(|c| c.holds(obs)),
             Condition::Any(parts) => parts.iter().any(|c| c.holds(obs)),
             Condition::Not(inner) => !inner.holds(obs),
-            Condition::Field { field, test } => obs.get(field).is_some_and(|v| test.passes(v)),
+            Condition::Field { slot, test } => obs.at(*slot).is_some_and(|v| test.passes(v)),
         }
     }
 }
@@ -111,7 +111,8 @@ mod tests {
     }
 
     fn field(field: &'static str, test: Test) -> Condition {
-        Condition::Field { field, test }
+        let slot = Kind::Exec.slot(field).expect("an exec field");
+        Condition::Field { slot, test }
     }
 
     #[test]

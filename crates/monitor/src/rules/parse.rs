@@ -269,8 +269,10 @@ impl Check<'_> {
                 }
                 "not" => Condition::Not(Box::new(self.condition(&entry.value, kind)?)),
                 name => {
-                    let field = kind.fields().iter().map(|(f, _)| *f).find(|f| *f == name);
-                    let (Some(field), Some(ty)) = (field, kind.field_type(name)) else {
+                    let slot = kind.slot(name);
+                    let field = slot.and_then(|i| kind.fields().get(i)).map(|(f, _)| *f);
+                    let (Some(slot), Some(field), Some(ty)) = (slot, field, kind.field_type(name))
+                    else {
                         let valid: Vec<&str> = kind.fields().iter().map(|(f, _)| *f).collect();
                         return Err(RuleError::UnknownField {
                             at: self.at(entry.key_loc),
@@ -280,7 +282,7 @@ impl Check<'_> {
                         });
                     };
                     Condition::Field {
-                        field,
+                        slot,
                         test: self.predicate(&entry.value, field, ty)?,
                     }
                 }
