@@ -268,7 +268,7 @@ fn run_with_secrets(
         Some(_) => {
             let tx = seen.clone();
             match sandbox.watch_execs(Box::new(move |e| {
-                let _ = tx.send(Seen::Exec(e, Instant::now()));
+                let _ = tx.send(Seen::Execs(e, Instant::now()));
             })) {
                 Ok(sandbox::ExecSource::Perf) => "perf",
                 Ok(sandbox::ExecSource::Connector) => "connector",
@@ -283,6 +283,10 @@ fn run_with_secrets(
         }
         None => "off",
     };
+    // The perf watch hands over the execs of each read of its rings (every
+    // 5 ms) at once; the other sources, one by one as they happen, so the
+    // monitor waits for more after the first rather than wake for each.
+    let one_by_one = source != "perf";
     let probe = JobProbe {
         handle: sandbox.killer().ok(),
         revoke,
@@ -361,7 +365,7 @@ fn run_with_secrets(
                             }
                         }
                     };
-                    gather = matches!(s, Seen::Exec(..)) && queued.is_empty();
+                    gather = one_by_one && matches!(s, Seen::Execs(..)) && queued.is_empty();
                     let (event, seen_at) = match s {
                         Seen::Connection(c) => (egress_event(&plan.id, c, &masks), Instant::now()),
                         Seen::Attempt(a) => {
@@ -374,24 +378,25 @@ fn run_with_secrets(
                                 Instant::now(),
                             )
                         }
-                        Seen::Exec(e, at) => {
-                            // Timed from the exec itself (the connector's
+                        Seen::Execs(execs, at) => {
+                            // Timed from the exec itself (the watch's
                             // kernel timestamp) where it is known, so a
                             // containment's `took` covers the whole path.
-                            let behind = std::time::SystemTime::now()
-                                .duration_since(e.at)
-                                .unwrap_or_default();
-                            let at = Instant::now().checked_sub(behind).unwrap_or(at);
-                            if let Some(m) = monitor.as_mut() {
-                                m.exec(watch::Exec {
-                                    pid: e.pid,
-                                    ppid: e.ppid,
-                                    uid: e.uid,
-                                    path: e.path,
-                                    parent: e.parent,
-                                    argv: e.argv,
-                                    seen: at,
-                                });
+                            let (wall, now) = (std::time::SystemTime::now(), Instant::now());
+                            for e in execs {
+                                let behind = wall.duration_since(e.at).unwrap_or_default();
+                                let at = now.checked_sub(behind).unwrap_or(at);
+                                if let Some(m) = monitor.as_mut() {
+                                    m.exec(watch::Exec {
+                                        pid: e.pid,
+                                        ppid: e.ppid,
+                                        uid: e.uid,
+                                        path: e.path,
+                                        parent: e.parent,
+                                        argv: e.argv,
+                                        seen: at,
+                                    });
+                                }
                             }
                             continue;
                         }
@@ -769,8 +774,8 @@ enum Seen {
     Connection(net::Connection),
     /// A call of the job named an address other than loopback.
     Attempt(sandbox::Attempt),
-    /// A process of the job called execve (when the sink heard of it).
-    Exec(sandbox::ExecEvent, Instant),
+    /// Processes of the job called execve (when the sink heard of them).
+    Execs(Vec<sandbox::ExecEvent>, Instant),
     /// The files in the job's workspace as it ends, how many exec events
     /// the kernel dropped, and the job's cgroup's last limit events and
     /// usage.

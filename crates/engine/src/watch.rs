@@ -463,9 +463,10 @@ pub(crate) fn workspace_files(
 }
 
 /// How long the monitor thread lets execs queue up after one, before it
-/// takes them all: a job running thousands of short programs wakes it
-/// once per batch. It delays an alert by at most this much, never the
-/// first exec of a stream.
+/// takes them all, where the watch reports them one by one (the connector
+/// and polling sources; the perf source reports them in batches already):
+/// a job running thousands of short programs wakes it once per batch. It
+/// delays an alert by at most this much, never the first exec of a stream.
 pub(crate) const EXEC_BATCH: Duration = Duration::from_millis(4);
 
 /// How often the monitor samples a job's cgroup.

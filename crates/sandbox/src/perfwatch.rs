@@ -868,6 +868,8 @@ pub(crate) struct PerfReader {
     proc: Proc,
     job: JobView,
     sink: ExecSink,
+    /// The execs of the current read, handed to `sink` at its end.
+    batch: Vec<ExecEvent>,
     /// Records the kernel dropped (a ring was full).
     lost: Arc<AtomicU64>,
     tasks: HashMap<i32, Task>,
@@ -899,6 +901,7 @@ impl PerfReader {
             proc,
             job,
             sink,
+            batch: Vec::new(),
             lost,
             tasks,
             pending: Vec::new(),
@@ -907,8 +910,8 @@ impl PerfReader {
         }
     }
 
-    /// Reads every ring and reports the execs, in time order. With
-    /// `last`, also what came in during the read.
+    /// Reads every ring and reports the execs, in time order, in one
+    /// batch. With `last`, also what came in during the read.
     pub(crate) fn read(&mut self, last: bool) {
         let now = monotonic_nanos();
         let mut records = std::mem::take(&mut self.pending);
@@ -929,6 +932,9 @@ impl PerfReader {
         self.pending = records.split_off(keep_from);
         for (time, record) in records {
             self.apply(time, record);
+        }
+        if !self.batch.is_empty() {
+            (self.sink)(std::mem::take(&mut self.batch));
         }
     }
 
@@ -979,7 +985,7 @@ impl PerfReader {
                         }
                     }
                 };
-                (self.sink)(ExecEvent {
+                self.batch.push(ExecEvent {
                     pid,
                     host_pid,
                     ppid,

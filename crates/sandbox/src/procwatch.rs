@@ -118,11 +118,13 @@ pub enum ExecSource {
     Polling,
 }
 
-/// Where a sandbox's [`ExecEvent`]s go. It is called on the watch's
-/// thread, which runs at real-time priority with the connector: keep it
-/// short (hand the event to a channel); the next exec is read only after
-/// it returns.
-pub type ExecSink = Box<dyn FnMut(ExecEvent) + Send>;
+/// Where a sandbox's [`ExecEvent`]s go, in batches in the order of the
+/// execs: the perf source hands over every exec of one read of its rings
+/// at once, the connector and polling each exec as they see it. It is
+/// called on the watch's thread, which runs at real-time priority with the
+/// connector: keep it short (hand the batch to a channel); the next exec
+/// is read only after it returns.
+pub type ExecSink = Box<dyn FnMut(Vec<ExecEvent>) + Send>;
 
 /// The sandbox being watched.
 pub(crate) struct Target {
@@ -374,7 +376,7 @@ impl Core {
             return;
         }
         if let Some(event) = self.describe(tgid, at, false) {
-            (self.sink)(event);
+            (self.sink)(vec![event]);
         }
     }
 
@@ -491,7 +493,7 @@ impl Core {
             }
             if report {
                 if let Some(event) = self.describe(pid, SystemTime::now(), false) {
-                    (self.sink)(event);
+                    (self.sink)(vec![event]);
                 }
             } else if let Lookup::Ours(dir) = self.proc.lookup(pid, self.ns) {
                 if let Some(seen) = self.reader.process(At::Dir(dir.as_fd()), &self.job, false) {
@@ -749,7 +751,7 @@ impl Poller {
             if changed && report {
                 // The pid may have gone to another namespace's process.
                 match core.describe(pid, SystemTime::now(), true) {
-                    Some(event) => (core.sink)(event),
+                    Some(event) => (core.sink)(vec![event]),
                     // The pid went to another namespace's process.
                     None => ours = None,
                 }

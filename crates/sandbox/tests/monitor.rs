@@ -124,8 +124,10 @@ fn watch(sandbox: &Sandbox, source: ExecSource) -> Result<Receiver<ExecEvent>, F
     let (tx, rx) = mpsc::channel();
     sandbox.watch_execs_from(
         source,
-        Box::new(move |e| {
-            let _ = tx.send(e);
+        Box::new(move |batch| {
+            for e in batch {
+                let _ = tx.send(e);
+            }
         }),
     )?;
     Ok(rx)
@@ -420,12 +422,14 @@ fn overflow() -> Result<(), Failed> {
     let mut first = true;
     job.sandbox.watch_execs_from(
         ExecSource::Connector,
-        Box::new(move |e| {
+        Box::new(move |batch| {
             if first {
                 first = false;
                 let _ = released.recv_timeout(Duration::from_secs(60));
             }
-            let _ = tx.send(e);
+            for e in batch {
+                let _ = tx.send(e);
+            }
         }),
     )?;
     // 6,000 execs are 18,000 events: more than the socket holds.
