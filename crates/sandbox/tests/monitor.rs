@@ -45,6 +45,12 @@ fn main() {
             ),
         ]);
     }
+    for (cgroup, name) in [(true, "perf_cgroup"), (false, "perf_inherited")] {
+        tests.push(Trial::test(
+            format!("{name}_sees_argv_as_executed_not_as_rewritten"),
+            move || argv_rewritten(cgroup),
+        ));
+    }
     tests.extend([
         Trial::test("the_default_source_for_root_is_perf", default_source),
         Trial::test("connector_overflow_is_counted_and_caught_up", overflow),
@@ -131,6 +137,44 @@ fn watch(sandbox: &Sandbox, source: ExecSource) -> Result<Receiver<ExecEvent>, F
         }),
     )?;
     Ok(rx)
+}
+
+/// The attack: a program overwrites its arguments as soon as it runs
+/// (perl's `$0 = ...`, what a miner does to pass for something else), so
+/// anything that reads `/proc/PID/cmdline` afterwards sees the cover. The
+/// perf source reads the arguments from the kernel's copy of the new
+/// program's stack at the exec itself, before the program runs.
+fn argv_rewritten(cgroup: bool) -> Result<(), Failed> {
+    if !std::path::Path::new("/usr/bin/perl").exists() {
+        return Err("this test needs /usr/bin/perl (Debian: perl-base)".into());
+    }
+    let mut job = job(cgroup)?;
+    let rx = watch(&job.sandbox, ExecSource::Perf)?;
+    // The job checks for itself that the cover is in place: its own
+    // /proc shows the rewritten arguments while perl still runs.
+    let script = "perl -e '$0 = \"innocent\"; sleep 3' airlock-hidden-argument & \
+                  sleep 1; tr '\\0' ' ' < /proc/$!/cmdline; echo; wait";
+    let (outcome, out) = run(&mut job.sandbox, &argv(&["/bin/sh", "-c", script]))?;
+    check(
+        outcome == CommandOutcome::Exited(0) && out == "innocent \n",
+        format!("the job should see only the cover in /proc: {outcome:?} {out:?}"),
+    )?;
+    let events = collect(&rx, Duration::from_secs(5), |got| {
+        got.iter().any(|e| e.path.ends_with("perl"))
+    });
+    let perl = events
+        .iter()
+        .find(|e| e.path.ends_with("perl"))
+        .ok_or_else(|| format!("no exec of perl:{}", show(&events)))?;
+    check(
+        args_of(perl).last().map(String::as_str) == Some("airlock-hidden-argument")
+            && args_of(perl).first().map(String::as_str) == Some("perl"),
+        format!(
+            "perl's exec should carry its real arguments:{}",
+            show(&events)
+        ),
+    )?;
+    Ok(())
 }
 
 /// A root runner on this host watches with perf events.
