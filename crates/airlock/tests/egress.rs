@@ -359,6 +359,45 @@ fn e2e_secret_in_a_requested_name_is_redacted_from_egress_events() {
 /// A job without network that keeps trying to get out: each attempt fails
 /// and is recorded, up to the per-job cap, and then one event counts the
 /// rest (a loop of attempts cannot flood the record or the audit log).
+/// A job that floods its DNS responder with queries for unlisted names
+/// (a way to exfiltrate, or to bury the record) gets 2,048 events one by
+/// one, then one with the count of the rest.
+#[test]
+fn e2e_a_dns_flood_is_recorded_up_to_a_cap_then_counted() {
+    if !have("python3") {
+        panic!("this test needs python3 on the host (apt-get install python3)");
+    }
+    let w = World::new();
+    let file = w.pipeline(
+        "flood.yml",
+        "version: 1\nname: flood\njobs:\n  flood:\n    network: { egress: [\"ok.test:80\"] }\n    steps:\n      - run: |\n          python3 -c '\n          import socket\n          for i in range(2100):\n              try: socket.getaddrinfo(\"n%d.flood.test\" % i, 80, socket.AF_INET)\n              except socket.gaierror: pass\n              else: raise SystemExit(\"resolved an unlisted name\")\n          '\n",
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let shown = w.show(&doc["run"].to_string());
+    let egress = job(&shown, "flood")["egress"].as_array().unwrap().clone();
+    assert_eq!(egress.len(), 2049, "{:#?}", egress.last());
+    assert!(
+        egress[..2048]
+            .iter()
+            .all(|e| e["kind"] == "dns" && e["allowed"] == false),
+        "{:#?}",
+        egress.iter().find(|e| e["kind"] != "dns")
+    );
+    assert_eq!(egress[0]["host"], "n0.flood.test");
+    let last = egress[2048]["detail"].as_str().unwrap();
+    let (count, rest) = last.split_once(' ').unwrap();
+    let count: usize = count.parse().unwrap();
+    assert!(count >= 2100 - 2048, "{last}");
+    assert!(
+        rest.starts_with(&format!(
+            "more DNS queries (dns) were not recorded, {count} of them denied"
+        )),
+        "{last}"
+    );
+    assert_eq!(egress[2048]["kind"], "dns");
+}
+
 #[test]
 fn e2e_attempts_without_network_are_recorded_up_to_a_cap() {
     if !have("python3") {

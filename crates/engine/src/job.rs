@@ -332,6 +332,11 @@ fn run_with_secrets(
                     })
                 });
                 let mut direct = 0usize;
+                // Proxied connections and DNS queries so far, and those
+                // past the cap by kind: (count, denied).
+                let mut proxied = 0usize;
+                let mut unrecorded: std::collections::BTreeMap<String, (usize, usize)> =
+                    std::collections::BTreeMap::new();
                 let mut files = Vec::new();
                 let mut execs_lost = 0;
                 let mut next_sample = Instant::now() + watch::SAMPLE_EVERY;
@@ -367,7 +372,24 @@ fn run_with_secrets(
                     };
                     gather = one_by_one && matches!(s, Seen::Execs(..)) && queued.is_empty();
                     let (event, seen_at) = match s {
-                        Seen::Connection(c) => (egress_event(&plan.id, c, &masks), Instant::now()),
+                        Seen::Connection(c) => {
+                            let event = egress_event(&plan.id, c, &masks);
+                            proxied += 1;
+                            if proxied > MAX_EGRESS_EVENTS {
+                                // Not recorded one by one, but counted,
+                                // and the rules still see it.
+                                if let Event::Egress { kind, allowed, .. } = &event {
+                                    let n = unrecorded.entry(kind.clone()).or_default();
+                                    n.0 += 1;
+                                    n.1 += usize::from(!allowed);
+                                }
+                                if let Some(m) = monitor.as_mut() {
+                                    m.egress(&event, Instant::now());
+                                }
+                                continue;
+                            }
+                            (event, Instant::now())
+                        }
                         Seen::Attempt(a) => {
                             direct += 1;
                             if direct > MAX_ATTEMPT_EVENTS {
@@ -423,6 +445,10 @@ fn run_with_secrets(
                 if direct > MAX_ATTEMPT_EVENTS {
                     ctx.bus
                         .emit(unrecorded_attempts(&plan.id, direct - MAX_ATTEMPT_EVENTS));
+                }
+                for (kind, (count, denied)) in unrecorded {
+                    ctx.bus
+                        .emit(unrecorded_egress(&plan.id, &kind, count, denied));
                 }
                 if let Some(m) = monitor {
                     m.finish(source, files, execs_lost);
@@ -831,6 +857,37 @@ impl Probe for JobProbe<'_> {
 /// Attempts to bypass the proxy recorded per job; a job in a loop of them
 /// gets one more event with the count of the rest.
 const MAX_ATTEMPT_EVENTS: usize = 256;
+
+/// Proxied connections and DNS queries recorded per job, one event each
+/// (in the run record, the audit log and the live output): a job that
+/// floods its proxy or DNS responder must not flood them. The rest are
+/// counted by kind, in one event per kind as the job ends; the rules
+/// still see every one.
+const MAX_EGRESS_EVENTS: usize = 2048;
+
+/// The event that closes a flood of proxied connections or DNS queries
+/// of `kind`: `count` not recorded, `denied` of them refused.
+fn unrecorded_egress(job: &str, kind: &str, count: usize, denied: usize) -> Event {
+    let what = if kind == "dns" {
+        "DNS queries"
+    } else {
+        "proxied connections"
+    };
+    Event::Egress {
+        job: job.into(),
+        kind: kind.into(),
+        host: "*".into(),
+        port: 0,
+        addr: None,
+        allowed: denied == 0,
+        detail: format!(
+            "{count} more {what} ({kind}) were not recorded, {denied} of them denied (at most {MAX_EGRESS_EVENTS} proxied connections and DNS queries per job)"
+        ),
+        bytes_up: 0,
+        bytes_down: 0,
+        took: Duration::ZERO,
+    }
+}
 
 /// The event for a call that tried to reach `a.addr` directly.
 fn attempt_event(job: &str, a: &sandbox::Attempt, egress: bool) -> Event {
