@@ -358,6 +358,23 @@ mod tests {
     }
 
     #[test]
+    fn json_names_the_set_fields_in_order() {
+        // The shape the derived Serialize of the map-based observation had:
+        // the kind, then the set fields by name, sorted; unset ones absent.
+        let o = Observation::new(Kind::Egress)
+            .with("port", 443u64)
+            .with("host", "example.org")
+            .with("allowed", false);
+        assert_eq!(
+            serde_json::to_string(&o).expect("serialize"),
+            r#"{"kind":"egress","fields":{"allowed":false,"host":"example.org","port":443}}"#
+        );
+        assert_eq!(o.get("port"), Some(&Value::Number(443.0)));
+        assert_eq!(o.get("addr"), None);
+        assert_eq!(o.get("no_such_field"), None);
+    }
+
+    #[test]
     fn summary_names_the_telling_fields() {
         let o = Observation::new(Kind::Exec)
             .with("path", "/usr/bin/nc")
