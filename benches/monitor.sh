@@ -310,8 +310,11 @@ PY
 fi
 
 echo
-python3 - "$out" "$runs" "$execs" "$samples" "$do_overhead" "$do_latency" "${names[@]}" <<'PY' |
+BENCHES="$root/benches" python3 - "$out" "$runs" "$execs" "$samples" "$do_overhead" "$do_latency" "${names[@]}" <<'PY' |
 import datetime, glob, json, math, os, re, statistics, sys
+
+sys.path.insert(0, os.environ["BENCHES"])
+import stats as bench_stats
 
 out, nrounds, execs, samples = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 do_overhead, do_latency = sys.argv[5] == "true", sys.argv[6] == "true"
@@ -395,6 +398,11 @@ if do_overhead:
     verdict = "MET" if max(a["mean_pct"], a["median_pct"]) <= 5 else "NOT MET"
     print(f"monitoring overhead: {a['mean_pct']:+.1f}% by mean, {a['median_pct']:+.1f}% by median, "
           f"{a['paired_median_pct']:+.1f}% paired (goal: at most +5%) -> {verdict}")
+    ci = bench_stats.overhead_interval(rows["airlock"]["times"], rows["airlock --no-monitor"]["times"])
+    if ci:
+        a["mean_pct_interval_95"] = list(ci)
+        print(f"  95% interval of the overhead by mean (bootstrap over rounds): "
+              f"{ci[0]:+.1f}% to {ci[1]:+.1f}%; {bench_stats.against(ci, 5)}")
     s = pairs[1]
     print(f"peer: strace -f -e trace=execve over bare sh: {s['mean_pct']:+.1f}% by mean, "
           f"{s['median_pct']:+.1f}% by median, {s['paired_median_pct']:+.1f}% paired")

@@ -240,8 +240,11 @@ for ((r = 0; r < runs; r++)); do
 done
 
 echo
-python3 - "$out" "$bytes" "$counts" <<'PY' | tee "$out/summary.txt"
+BENCHES="$root/benches" python3 - "$out" "$bytes" "$counts" <<'PY' | tee "$out/summary.txt"
 import glob, json, os, statistics, sys
+
+sys.path.insert(0, os.environ["BENCHES"])
+import stats as bench_stats
 
 out, size, counts = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 names = [f"{n} secrets" for n in counts]
@@ -285,6 +288,10 @@ for r in rows[1:]:
     print(f"{r['command']} vs {base['command']}: {mean:+.1f}% by mean, {med:+.1f}% by median, "
           f"{paired:+.1f}% by the median of the rounds' ratios "
           f"(goal: at most +5%) -> {'MET' if max(mean, med) <= 5 else 'NOT MET'}")
+    ci = bench_stats.overhead_interval(r["times"], base["times"])
+    if ci:
+        print(f"  95% interval of the overhead by mean (bootstrap over rounds): "
+              f"{ci[0]:+.1f}% to {ci[1]:+.1f}%; {bench_stats.against(ci, 5)}")
 PY
 echo
 echo "results: $out/output.json, $out/rounds/, $out/summary.txt, $out/machine.txt"
