@@ -264,29 +264,32 @@ fn run_with_secrets(
     // Every exec of the job, for the detection rules. Fail closed: a job
     // that should be monitored and cannot be does not run.
     let mut unwatched = None;
-    let source = match ctx.rules {
+    let watched = match ctx.rules {
         Some(_) => {
             let tx = seen.clone();
-            match sandbox.watch_execs(Box::new(move |e| {
-                let _ = tx.send(Seen::Execs(e, Instant::now()));
-            })) {
-                Ok(sandbox::ExecSource::Perf) => "perf",
-                Ok(sandbox::ExecSource::Connector) => "connector",
-                Ok(sandbox::ExecSource::Polling) => "polling",
-                Err(e) => {
+            sandbox
+                .watch_execs(Box::new(move |e| {
+                    let _ = tx.send(Seen::Execs(e, Instant::now()));
+                }))
+                .map_err(|e| {
                     unwatched = Some(format!(
                         "cannot watch the job's execs: {e} (--no-monitor runs it unmonitored)"
                     ));
-                    "off"
-                }
-            }
+                })
+                .ok()
         }
+        None => None,
+    };
+    let source = match watched {
+        Some(sandbox::ExecSource::Perf) => "perf",
+        Some(sandbox::ExecSource::Connector) => "connector",
+        Some(sandbox::ExecSource::Polling) => "polling",
         None => "off",
     };
     // The perf watch hands over the execs of each read of its rings (every
     // 5 ms) at once; the other sources, one by one as they happen, so the
     // monitor waits for more after the first rather than wake for each.
-    let one_by_one = source != "perf";
+    let one_by_one = watched != Some(sandbox::ExecSource::Perf);
     let probe = JobProbe {
         handle: sandbox.killer().ok(),
         revoke,
@@ -873,20 +876,14 @@ fn unrecorded_egress(job: &str, kind: &str, count: usize, denied: usize) -> Even
     } else {
         "proxied connections"
     };
-    Event::Egress {
-        job: job.into(),
-        kind: kind.into(),
-        host: "*".into(),
-        port: 0,
-        addr: None,
-        allowed: denied == 0,
-        detail: format!(
+    unrecorded(
+        job,
+        kind,
+        denied == 0,
+        format!(
             "{count} more {what} ({kind}) were not recorded, {denied} of them denied (at most {MAX_EGRESS_EVENTS} proxied connections and DNS queries per job)"
         ),
-        bytes_up: 0,
-        bytes_down: 0,
-        took: Duration::ZERO,
-    }
+    )
 }
 
 /// The event for a call that tried to reach `a.addr` directly.
@@ -912,16 +909,27 @@ fn attempt_event(job: &str, a: &sandbox::Attempt, egress: bool) -> Event {
 
 /// The event that closes a flood of attempts.
 fn unrecorded_attempts(job: &str, count: usize) -> Event {
+    unrecorded(
+        job,
+        "direct",
+        false,
+        format!(
+            "{count} more attempts to reach addresses but loopback were not recorded (at most {MAX_ATTEMPT_EVENTS} per job)"
+        ),
+    )
+}
+
+/// An egress entry that stands for events past a cap: host `*`, no
+/// address, no bytes.
+fn unrecorded(job: &str, kind: &str, allowed: bool, detail: String) -> Event {
     Event::Egress {
         job: job.into(),
-        kind: "direct".into(),
+        kind: kind.into(),
         host: "*".into(),
         port: 0,
         addr: None,
-        allowed: false,
-        detail: format!(
-            "{count} more attempts to reach addresses but loopback were not recorded (at most {MAX_ATTEMPT_EVENTS} per job)"
-        ),
+        allowed,
+        detail,
         bytes_up: 0,
         bytes_down: 0,
         took: Duration::ZERO,
