@@ -361,7 +361,7 @@ fn e2e_secret_in_a_requested_name_is_redacted_from_egress_events() {
 /// rest (a loop of attempts cannot flood the record or the audit log).
 /// A job that floods its DNS responder with queries for unlisted names
 /// (a way to exfiltrate, or to bury the record) gets 2,048 events one by
-/// one, then one with the count of the rest.
+/// one, then one with the count of the rest; the rules still see the rest.
 #[test]
 fn e2e_a_dns_flood_is_recorded_up_to_a_cap_then_counted() {
     if !have("python3") {
@@ -370,7 +370,7 @@ fn e2e_a_dns_flood_is_recorded_up_to_a_cap_then_counted() {
     let w = World::new();
     let file = w.pipeline(
         "flood.yml",
-        "version: 1\nname: flood\njobs:\n  flood:\n    network: { egress: [\"ok.test:80\"] }\n    steps:\n      - run: |\n          python3 -c '\n          import socket\n          for i in range(2100):\n              try: socket.getaddrinfo(\"n%d.flood.test\" % i, 80, socket.AF_INET)\n              except socket.gaierror: pass\n              else: raise SystemExit(\"resolved an unlisted name\")\n          '\n",
+        "version: 1\nname: flood\njobs:\n  flood:\n    network: { egress: [\"ok.test:80\"] }\n    steps:\n      - run: |\n          python3 -c '\n          import socket\n          for i in range(2100):\n              # The last one, past the cap, looks like DNS tunnelling.\n              name = (\"x\" * 50 if i == 2099 else \"n%d\" % i) + \".flood.test\"\n              try: socket.getaddrinfo(name, 80, socket.AF_INET)\n              except socket.gaierror: pass\n              else: raise SystemExit(\"resolved an unlisted name\")\n          '\n",
     );
     let (r, doc) = w.run_json(&file, &[]);
     assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
@@ -396,6 +396,20 @@ fn e2e_a_dns_flood_is_recorded_up_to_a_cap_then_counted() {
         "{last}"
     );
     assert_eq!(egress[2048]["kind"], "dns");
+    // Not recorded one by one, but the rules saw it.
+    assert!(
+        !egress
+            .iter()
+            .any(|e| e["host"].as_str().unwrap().starts_with("xxxx")),
+        "the long label is past the cap"
+    );
+    let alerts = job(&shown, "flood")["alerts"].as_array().unwrap().clone();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "dns-tunnelling-long-label"),
+        "{alerts:#?}"
+    );
 }
 
 #[test]
