@@ -30,10 +30,10 @@ fn main() {
         tests.extend([
             Trial::test(
                 format!("{name}_execs_are_reported_with_argv_parent_and_job_pids"),
-                move || execs_reported(source, cgroup),
+                move || in_time(source, || execs_reported(source, cgroup)),
             ),
             Trial::test(format!("{name}_exec_paths_are_the_jobs_view"), move || {
-                exec_paths_job_view(source, cgroup)
+                in_time(source, || exec_paths_job_view(source, cgroup))
             }),
             Trial::test(
                 format!("{name}_host_processes_are_not_reported"),
@@ -41,14 +41,18 @@ fn main() {
             ),
             Trial::test(
                 format!("{name}_short_lived_burst_is_reported_whole"),
-                move || burst_reported(source, cgroup),
+                move || in_time(source, || burst_reported(source, cgroup)),
             ),
         ]);
     }
     for (cgroup, name) in [(true, "perf_cgroup"), (false, "perf_inherited")] {
         tests.push(Trial::test(
             format!("{name}_sees_argv_as_executed_not_as_rewritten"),
-            move || argv_rewritten(cgroup),
+            // The kernel's copy of the new stack lacks the arguments for
+            // about 1 exec in 100, at random (an untouched page, see
+            // perfwatch.rs); then they are read from /proc, rewritten. A
+            // watch that reads /proc always fails all three tries.
+            move || tries(3, || argv_rewritten(cgroup)),
         ));
     }
     tests.extend([
@@ -68,6 +72,41 @@ fn main() {
         Trial::test("contain_and_destroy_may_race", contain_destroy_race),
     ]);
     libtest_mimic::run(&args, tests).exit();
+}
+
+/// Runs a test of what a watch reads, again if the connector was the
+/// source and it failed. The connector's watch reads each process from
+/// `/proc` after the kernel reports it, so on a loaded machine (the suite
+/// on two cores) it can wake after a short process is gone; that is its
+/// documented limit, not a fault. It must read in time in one of three
+/// tries. Perf events' records come from the kernel, and get one try.
+fn in_time(source: ExecSource, test: impl Fn() -> Result<(), Failed>) -> Result<(), Failed> {
+    tries(
+        if source == ExecSource::Connector {
+            3
+        } else {
+            1
+        },
+        test,
+    )
+}
+
+/// Passes if `test` passes in one of `n` tries; fails with every try's
+/// failure.
+fn tries(n: usize, test: impl Fn() -> Result<(), Failed>) -> Result<(), Failed> {
+    let mut failed = Vec::new();
+    for _ in 0..n {
+        match test() {
+            Ok(()) => {
+                if !failed.is_empty() {
+                    eprintln!("passed after {} failed tries: {failed:?}", failed.len());
+                }
+                return Ok(());
+            }
+            Err(e) => failed.push(e.message().unwrap_or_default().to_string()),
+        }
+    }
+    Err(failed.join("\n---- next try ----\n").into())
 }
 
 struct Job {
@@ -297,13 +336,17 @@ fn execs_reported(source: ExecSource, cgroup: bool) -> Result<(), Failed> {
             format!("a /bin/true exec:{}", show(&all)),
         )?;
         // Read in time: the path and argv the job used, uid 0 inside. (Perf
-        // events have the path always, the argv and uid nearly always.)
-        let unread = args_of(t).is_empty() && t.uid == u32::MAX;
+        // events have the path always; the argv nearly always, since the
+        // kernel's copy of the new stack may stop at an untouched page, and
+        // the uid when the process was still there to be read.)
         check(
             t.path == "true"
                 || t.path == "?"
                 || (args_of(t) == ["/bin/true"] && t.uid == 0)
-                || (source == ExecSource::Perf && t.path == "/bin/true" && unread),
+                || (source == ExecSource::Perf
+                    && t.path == "/bin/true"
+                    && args_of(t).is_empty()
+                    && (t.uid == 0 || t.uid == u32::MAX)),
             format!("a /bin/true exec:{}", show(&all)),
         )?;
     }
@@ -368,8 +411,10 @@ fn exec_paths_job_view(source: ExecSource, cgroup: bool) -> Result<(), Failed> {
         format!("path {:?}", own.path),
     )?;
     // cp lives about a millisecond: the connector's watch may read it too
-    // late under load (then only its command name is left), and perf
-    // events may lack its argv (see execs_reported); found by either.
+    // late under load (then its command name, or nothing, is left), and
+    // perf events may lack its argv (see execs_reported). Perf events
+    // always have its path; the connector's are found by whatever is left,
+    // at the least as an unread exec by the shell that ran the job's copy.
     let late = source == ExecSource::Connector;
     let cp = events
         .iter()
@@ -378,9 +423,16 @@ fn exec_paths_job_view(source: ExecSource, cgroup: bool) -> Result<(), Failed> {
                 || e.path.ends_with("/cp")
                 || (late && e.path == "cp")
         })
+        .or_else(|| {
+            events
+                .iter()
+                .find(|e| late && e.path == "?" && e.ppid == own.ppid)
+        })
         .ok_or_else(|| format!("no cp:{}", show(&events)))?;
     check(
-        cp.path == "/usr/bin/cp" || cp.path == "/bin/cp" || (late && cp.path == "cp"),
+        cp.path == "/usr/bin/cp"
+            || cp.path == "/bin/cp"
+            || (late && (cp.path == "cp" || cp.path == "?")),
         format!("cp's path {:?}", cp.path),
     )
 }
