@@ -21,11 +21,12 @@ pub const MAX_LINE: usize = 16 * 1024;
 
 /// Redacted chunks that may wait for the output thread: enough to ride out
 /// a slow subscriber for a moment, few enough to bound the memory a chatty
-/// job can make the runner hold (about this many reads of 64 KiB).
+/// job can make the runner hold (about this many reads of the sandbox's
+/// output, 4 MiB at most).
 const QUEUE: usize = 16;
 
 /// Capacity of a new chunk buffer: one read of the sandbox's output.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = sandbox::READ_CHUNK;
 
 /// What the job thread hands a step's output thread, in the order it
 /// happened.

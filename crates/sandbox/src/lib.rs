@@ -50,5 +50,6 @@ pub use proto::MAX_MESSAGE;
 pub use rootfs::MASK_PATH;
 pub use spawn::{
     AttemptSink, CommandOutcome, IdMode, Killer, Output, Sandbox, Spare, IDLE_TICK, NOBODY,
+    READ_CHUNK,
 };
 pub use teardown::TeardownReport;
