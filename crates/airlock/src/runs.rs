@@ -180,9 +180,10 @@ fn monitoring(out: &mut impl Write, job: &state::JobRecord) -> Result<()> {
             String::new()
         };
         writeln!(out, "    processes: {} execs{lost}", job.execs)?;
-        for p in job.processes.iter().take(SHOWN_PROCESSES) {
-            writeln!(out, "      {:>5}  {}", p.pid, safe(&p.argv))?;
-        }
+        process_lines(
+            out,
+            &job.processes[..job.processes.len().min(SHOWN_PROCESSES)],
+        )?;
         let more = job.execs.saturating_sub(SHOWN_PROCESSES as u64);
         if more > 0 {
             writeln!(out, "      ... {more} more (--json lists the first 1000)")?;
@@ -206,6 +207,26 @@ fn monitoring(out: &mut impl Write, job: &state::JobRecord) -> Result<()> {
 /// One egress connection for `runs show`: decision, kind, where, and
 /// then the address, bytes and time, or why it was denied. Host and
 /// reason come from the job, so they are made safe for a terminal.
+/// One line per process: its pid and arguments, marked `*` where the
+/// arguments were read after the exec (and may be a rewrite), with a
+/// legend if any is. The arguments are the job's: made safe for a
+/// terminal.
+fn process_lines(out: &mut impl Write, processes: &[state::Process]) -> Result<()> {
+    for p in processes {
+        let late = if p.argv_at_exec { ' ' } else { '*' };
+        let argv = for_terminal(p.argv.as_bytes(), false);
+        writeln!(out, "      {:>5} {late} {argv}", p.pid)?;
+    }
+    if processes.iter().any(|p| !p.argv_at_exec) {
+        writeln!(
+            out,
+            "      (*: arguments read from /proc after the exec; the program may have \
+             rewritten them)"
+        )?;
+    }
+    Ok(())
+}
+
 fn egress_line(e: &state::Egress) -> String {
     let target = for_terminal(format!("{}:{}", e.host, e.port).as_bytes(), false);
     let detail = for_terminal(e.detail.as_bytes(), false);
@@ -295,4 +316,42 @@ fn run_id(store: &Store, text: &str) -> Result<RunId> {
 
 fn duration(ms: Option<u64>) -> String {
     ms.map_or("-".into(), |ms| seconds(Duration::from_millis(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(pid: i64, argv: &str, argv_at_exec: bool) -> state::Process {
+        state::Process {
+            at: state::Timestamp::from_unix_millis(1_700_000_000_000),
+            pid,
+            ppid: 1,
+            uid: 0,
+            path: "/bin/sh".into(),
+            argv: argv.into(),
+            argv_at_exec,
+        }
+    }
+
+    fn lines(processes: &[state::Process]) -> String {
+        let mut out = Vec::new();
+        process_lines(&mut out, processes).expect("write");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn arguments_read_after_the_exec_are_marked_with_a_legend() {
+        let text = lines(&[process(2, "sh -c x", true), process(3, "innocent", false)]);
+        assert_eq!(
+            text,
+            "          2   sh -c x\n          3 * innocent\n      \
+             (*: arguments read from /proc after the exec; the program may have rewritten them)\n"
+        );
+        // All read at the exec: no marks, no legend.
+        assert_eq!(
+            lines(&[process(2, "sh -c x", true)]),
+            "          2   sh -c x\n"
+        );
+    }
 }

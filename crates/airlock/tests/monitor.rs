@@ -83,6 +83,15 @@ fn e2e_attack_jobs_raise_the_expected_alerts_and_a_clean_job_none() {
     // And its activity is recorded.
     let clean = job(&show, "clean");
     assert!(clean["execs"].as_u64().unwrap() >= 4, "{clean}");
+    // Root watches with perf events: the record says, process by process,
+    // that the arguments were read at the exec (nearly always; see
+    // docs/SECURITY.md for when they are read from /proc instead).
+    let procs = clean["processes"].as_array().unwrap();
+    assert!(
+        procs.iter().all(|p| p["argv_at_exec"].is_boolean()),
+        "{clean}"
+    );
+    assert!(procs.iter().any(|p| p["argv_at_exec"] == true), "{clean}");
     assert!(clean["files"]
         .as_array()
         .unwrap()
@@ -204,6 +213,11 @@ fn e2e_a_kill_rule_contains_the_job_revokes_its_leases_and_records_the_tree() {
     // child shell that ran the marker, linked by their parents.
     let procs = incident["processes"].as_array().unwrap();
     let argv: Vec<&str> = procs.iter().map(|p| p["argv"].as_str().unwrap()).collect();
+    // The frozen tree is read from /proc, and says so.
+    assert!(
+        procs.iter().all(|p| p["argv_at_exec"] == false),
+        "{procs:?}"
+    );
     assert!(argv.contains(&"sleep 60"), "{argv:?}");
     let marker = procs
         .iter()

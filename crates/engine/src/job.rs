@@ -419,6 +419,7 @@ fn run_with_secrets(
                                         path: e.path,
                                         parent: e.parent,
                                         argv: e.argv,
+                                        argv_at_exec: e.argv_at_exec,
                                         seen: at,
                                     });
                                 }
@@ -852,6 +853,8 @@ impl Probe for JobProbe<'_> {
                 uid: i64::from(p.uid),
                 path: p.path,
                 argv: watch::join_argv(&p.argv),
+                // The snapshot reads /proc: what the process shows now.
+                argv_at_exec: false,
             })
             .collect())
     }

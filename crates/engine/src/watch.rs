@@ -52,6 +52,8 @@ pub(crate) struct Exec {
     pub path: String,
     pub parent: String,
     pub argv: Vec<Vec<u8>>,
+    /// Whether `argv` was read at the exec (see `sandbox::ExecEvent`).
+    pub argv_at_exec: bool,
     pub seen: Instant,
 }
 
@@ -151,6 +153,7 @@ impl<'a> JobMonitor<'a> {
                 uid: i64::from(e.uid),
                 path: path.clone(),
                 argv: argv.clone(),
+                argv_at_exec: e.argv_at_exec,
             });
         }
         let obs = Observation::new(Kind::Exec)
@@ -534,6 +537,7 @@ mod tests {
             path: "/usr/bin/nc".into(),
             parent: "/usr/bin/dash".into(),
             argv: argv.split(' ').map(|a| a.as_bytes().to_vec()).collect(),
+            argv_at_exec: true,
             seen: Instant::now(),
         }
     }

@@ -970,6 +970,7 @@ impl PerfReader {
                     .tasks
                     .get(&ppid)
                     .map_or_else(String::new, |t| t.exe.to_string());
+                let at_exec = argv.is_some();
                 let (argv, uid) = match (argv, euid) {
                     (Some(argv), Some(uid)) => (argv, uid),
                     (argv, euid) => {
@@ -992,6 +993,7 @@ impl PerfReader {
                     uid,
                     path,
                     argv,
+                    argv_at_exec: at_exec,
                     parent,
                     at: crate::procwatch::wall_clock(time),
                 });

@@ -97,6 +97,12 @@ pub struct ExecEvent {
     /// The command line, as the process had it when it was read (raw:
     /// redact before showing). Empty if it could not be read.
     pub argv: Vec<Vec<u8>>,
+    /// Whether `argv` was read at the exec itself (perf events: the
+    /// kernel's copy of the new stack), and so is what the program was
+    /// started with. If not, it was read from `/proc` afterwards, and a
+    /// program that writes over its arguments at once (perl's `$0`) may
+    /// have replaced them by then.
+    pub argv_at_exec: bool,
     /// The parent's executable path as the job sees it, or its command
     /// name; [`INIT_ARGV0`](crate::INIT_ARGV0) for the sandbox init; empty
     /// if unknown.
@@ -407,6 +413,7 @@ impl Core {
                 uid: u32::MAX,
                 path: "?".into(),
                 argv: Vec::new(),
+                argv_at_exec: false,
                 parent,
                 at,
             });
@@ -432,6 +439,7 @@ impl Core {
             uid: seen.uid,
             path,
             argv: seen.argv,
+            argv_at_exec: false,
             parent,
             at,
         })

@@ -47,6 +47,10 @@ pub struct Process {
     pub path: String,
     /// Its arguments, joined by spaces.
     pub argv: String,
+    /// Whether `argv` is what the program was started with, read at the
+    /// exec itself; if not, it was read from `/proc` afterwards and may be
+    /// what the program wrote over its arguments (see docs/SECURITY.md).
+    pub argv_at_exec: bool,
 }
 
 /// A containment: a rule's `kill` action froze the job, recorded its
@@ -102,6 +106,8 @@ struct StoredProcess {
     uid: i64,
     path: String,
     argv: String,
+    #[serde(default)]
+    argv_at_exec: bool,
 }
 
 impl From<&Process> for StoredProcess {
@@ -113,6 +119,7 @@ impl From<&Process> for StoredProcess {
             uid: p.uid,
             path: p.path.clone(),
             argv: p.argv.clone(),
+            argv_at_exec: p.argv_at_exec,
         }
     }
 }
@@ -126,6 +133,7 @@ impl From<StoredProcess> for Process {
             uid: p.uid,
             path: p.path,
             argv: p.argv,
+            argv_at_exec: p.argv_at_exec,
         }
     }
 }
@@ -218,13 +226,22 @@ impl Store {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO processes (job_id, at, pid, ppid, uid, path, argv)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO processes (job_id, at, pid, ppid, uid, path, argv, argv_at_exec)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(err())?;
             for p in processes {
                 insert
-                    .execute(params![job_row, p.at, p.pid, p.ppid, p.uid, p.path, p.argv])
+                    .execute(params![
+                        job_row,
+                        p.at,
+                        p.pid,
+                        p.ppid,
+                        p.uid,
+                        p.path,
+                        p.argv,
+                        p.argv_at_exec
+                    ])
                     .map_err(err())?;
             }
             let mut insert = tx
@@ -415,6 +432,7 @@ pub(crate) fn process_from_row(row: &Row<'_>) -> rusqlite::Result<Process> {
         uid: row.get(3)?,
         path: row.get(4)?,
         argv: row.get(5)?,
+        argv_at_exec: row.get(6)?,
     })
 }
 
@@ -469,6 +487,8 @@ mod tests {
             uid: 0,
             path: "/usr/bin/nc".into(),
             argv: "nc -l 4444".into(),
+            // Not the default: the round trip must carry it.
+            argv_at_exec: true,
         };
         let incident = Incident {
             at,

@@ -192,6 +192,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (pipeline, job, kind, value)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 5: whether a process's recorded arguments are those it was started
+    // with (read at the exec, by the kernel) or were read from /proc
+    // afterwards, when the program may have rewritten them. Rows from
+    // before are 0: read afterwards, or not known to be otherwise.
+    r"
+    ALTER TABLE processes ADD COLUMN argv_at_exec INTEGER NOT NULL DEFAULT 0
+        CHECK (argv_at_exec IN (0, 1));
+    ",
 ];
 
 /// The schema version this build writes.

@@ -418,7 +418,7 @@ impl Store {
                 .map_err(err())?;
             let mut processes = tx
                 .prepare_cached(
-                    "SELECT at, pid, ppid, uid, path, argv
+                    "SELECT at, pid, ppid, uid, path, argv, argv_at_exec
                      FROM processes WHERE job_id = ?1 ORDER BY rowid",
                 )
                 .map_err(err())?;

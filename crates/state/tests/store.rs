@@ -947,7 +947,7 @@ fn opening_twice_is_idempotent() {
     let version: i64 = raw(&second)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[test]
@@ -965,7 +965,7 @@ fn future_schema_is_refused() {
             err,
             StateError::FutureSchema {
                 found: 99,
-                supported: 4,
+                supported: 5,
                 ..
             }
         ),
@@ -1089,7 +1089,7 @@ fn version_1_database_is_migrated() {
     let version: i64 = raw(&store)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 
     let listed = store.list_runs(10).expect("list");
     assert_eq!(listed.len(), 1);
