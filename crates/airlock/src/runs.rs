@@ -204,9 +204,6 @@ fn monitoring(out: &mut impl Write, job: &state::JobRecord) -> Result<()> {
     Ok(())
 }
 
-/// One egress connection for `runs show`: decision, kind, where, and
-/// then the address, bytes and time, or why it was denied. Host and
-/// reason come from the job, so they are made safe for a terminal.
 /// One line per process: its pid and arguments, marked `*` where the
 /// arguments were read after the exec (and may be a rewrite), with a
 /// legend if any is. The arguments are the job's: made safe for a
@@ -227,6 +224,9 @@ fn process_lines(out: &mut impl Write, processes: &[state::Process]) -> Result<(
     Ok(())
 }
 
+/// One egress connection for `runs show`: decision, kind, where, and
+/// then the address, bytes and time, or why it was denied. Host and
+/// reason come from the job, so they are made safe for a terminal.
 fn egress_line(e: &state::Egress) -> String {
     let target = for_terminal(format!("{}:{}", e.host, e.port).as_bytes(), false);
     let detail = for_terminal(e.detail.as_bytes(), false);
