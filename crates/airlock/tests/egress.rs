@@ -356,9 +356,6 @@ fn e2e_secret_in_a_requested_name_is_redacted_from_egress_events() {
     );
 }
 
-/// A job without network that keeps trying to get out: each attempt fails
-/// and is recorded, up to the per-job cap, and then one event counts the
-/// rest (a loop of attempts cannot flood the record or the audit log).
 /// A job that floods its DNS responder with queries for unlisted names
 /// (a way to exfiltrate, or to bury the record) gets 2,048 events one by
 /// one, then one with the count of the rest; the rules still see the rest.
@@ -412,6 +409,9 @@ fn e2e_a_dns_flood_is_recorded_up_to_a_cap_then_counted() {
     );
 }
 
+/// A job without network that keeps trying to get out: each attempt fails
+/// and is recorded, up to the per-job cap, and then one event counts the
+/// rest (a loop of attempts cannot flood the record or the audit log).
 #[test]
 fn e2e_attempts_without_network_are_recorded_up_to_a_cap() {
     if !have("python3") {
