@@ -46,9 +46,27 @@ pub(crate) struct Request {
     /// Length of the head in the buffer; what follows is body or tunnel.
     pub head_len: usize,
     /// For plain HTTP: the head to send upstream, in origin-form, with
-    /// hop-by-hop and `Proxy-*` headers removed and `Connection: close`.
-    /// Empty for CONNECT.
+    /// hop-by-hop and `Proxy-*` headers removed, and `Connection: close`
+    /// unless [`Request::persistent`]. Empty for CONNECT.
     pub upstream_head: Vec<u8>,
+    /// For a plain-HTTP request the upstream connection may outlive (see
+    /// [`Persistent`]): sent without `Connection: close`, its response is
+    /// framed by the proxy, and the connection can serve the job's next
+    /// request to the same address.
+    pub persistent: Option<Persistent>,
+}
+
+/// A request whose upstream connection may be kept: HTTP/1.1, no body (no
+/// `Content-Length` but 0, no `Transfer-Encoding`), no `Upgrade`, no
+/// `Expect`, so that the proxy knows where the exchange ends on both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Persistent {
+    /// `GET`, `HEAD` or `OPTIONS`: safe to send on a kept connection, and
+    /// to send again on a new one if the kept one turns out closed before
+    /// any answer (RFC 9112 section 9.3.1).
+    pub idempotent: bool,
+    /// `HEAD`: the response has no body whatever its headers say.
+    pub head: bool,
 }
 
 /// Why a head cannot be served.
@@ -101,6 +119,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, HeadError> {
             port,
             head_len,
             upstream_head: Vec::new(),
+            persistent: None,
         }));
     }
     let Some(rest) = strip_prefix_ignore_case(target, "http://") else {
@@ -118,7 +137,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, HeadError> {
     let (auth, path) = rest.split_at(end);
     let path = path.split('#').next().unwrap_or_default();
     let (host_text, host, port) = authority(auth, Some(80))?;
-    let upstream_head = upstream_head(method, path, version, auth, req.headers)?;
+    let (upstream_head, persistent) = upstream_head(method, path, version, auth, req.headers)?;
     Ok(Parsed::Complete(Request {
         kind: Kind::Http,
         host_text,
@@ -126,6 +145,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Parsed, HeadError> {
         port,
         head_len,
         upstream_head,
+        persistent,
     }))
 }
 
@@ -190,18 +210,23 @@ fn parse_port(text: &str) -> Option<u16> {
     text.parse::<u16>().ok().filter(|p| *p != 0)
 }
 
-/// The origin-form head sent upstream.
+/// The origin-form head sent upstream, and whether the upstream connection
+/// may be kept after the exchange.
 fn upstream_head(
     method: &str,
     path: &str,
     version: u8,
     authority: &str,
     headers: &[httparse::Header<'_>],
-) -> Result<Vec<u8>, HeadError> {
+) -> Result<(Vec<u8>, Option<Persistent>), HeadError> {
     let mut listed: Vec<String> = Vec::new();
     let mut content_length: Option<&[u8]> = None;
     let mut chunked = false;
+    let mut upgrade_or_expect = false;
     for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("upgrade") || h.name.eq_ignore_ascii_case("expect") {
+            upgrade_or_expect = true;
+        }
         if h.name.eq_ignore_ascii_case("connection") {
             let value = std::str::from_utf8(h.value).unwrap_or_default();
             listed.extend(value.split(',').map(|t| t.trim().to_ascii_lowercase()));
@@ -245,8 +270,16 @@ fn upstream_head(
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-    Ok(out)
+    let bodiless = !chunked && content_length.is_none_or(|v| v == b"0");
+    let persistent = (version == 1 && bodiless && !upgrade_or_expect).then(|| Persistent {
+        idempotent: ["GET", "HEAD", "OPTIONS"].contains(&method),
+        head: method == "HEAD",
+    });
+    if persistent.is_none() {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok((out, persistent))
 }
 
 #[cfg(test)]
@@ -285,8 +318,51 @@ mod tests {
         assert_eq!(req.port, 8080);
         assert_eq!(
             String::from_utf8_lossy(&req.upstream_head),
-            "GET /a/b?q=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+            "GET /a/b?q=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nAccept: */*\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn only_bodiless_http_1_1_requests_keep_their_upstream_connection() {
+        let kept = |head: &str| complete(head).persistent;
+        let get = kept("GET http://a.example/ HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            get,
+            Some(Persistent {
+                idempotent: true,
+                head: false
+            })
+        );
+        let head = kept("HEAD http://a.example/ HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            head,
+            Some(Persistent {
+                idempotent: true,
+                head: true
+            })
+        );
+        let delete = kept("DELETE http://a.example/x HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            delete,
+            Some(Persistent {
+                idempotent: false,
+                head: false
+            })
+        );
+        for closing in [
+            "GET http://a.example/ HTTP/1.0\r\n\r\n",
+            "POST http://a.example/ HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "POST http://a.example/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET http://a.example/ HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            "GET http://a.example/ HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+        ] {
+            let req = complete(closing);
+            assert_eq!(req.persistent, None, "{closing:?}");
+            let sent = String::from_utf8_lossy(&req.upstream_head).into_owned();
+            assert!(sent.ends_with("Connection: close\r\n\r\n"), "{sent:?}");
+        }
+        let sent = complete("GET http://a.example/ HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(!String::from_utf8_lossy(&sent.upstream_head).contains("onnection"));
     }
 
     #[test]

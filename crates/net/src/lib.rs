@@ -51,9 +51,11 @@ pub mod allow;
 mod dns;
 mod error;
 mod http;
+mod kept;
 mod policy;
 mod proxy;
 mod resolve;
+mod response;
 mod server;
 mod tunnel;
 
@@ -205,6 +207,38 @@ pub mod fuzz {
             assert!(req.head_len <= data.len());
             let _ = crate::policy::literal("::1".parse().expect("literal"), req.port);
         }
+    }
+
+    /// Parses a response head (as to a `GET`, then as to a `HEAD`) and
+    /// frames what follows it as a chunked body, fed whole and then byte
+    /// by byte: both feedings must agree on where the body ends.
+    pub fn http_response(data: &[u8]) {
+        for head_request in [false, true] {
+            if let Ok(Some(res)) = crate::response::parse_response(data, head_request) {
+                assert!(res.head_len <= data.len());
+                assert!(!res.reusable || res.body != crate::response::Body::UntilClose);
+            }
+        }
+        let mut whole = crate::response::Chunks::default();
+        let at_once = whole.feed(data);
+        let mut bytes = crate::response::Chunks::default();
+        let mut used = 0;
+        let mut one_by_one = Ok(0);
+        for byte in data.chunks(1) {
+            match bytes.feed(byte) {
+                Ok(1) => used += 1,
+                Ok(_) => break,
+                Err(e) => {
+                    one_by_one = Err(e);
+                    break;
+                }
+            }
+        }
+        if one_by_one.is_ok() {
+            one_by_one = Ok(used);
+        }
+        assert_eq!(at_once, one_by_one);
+        assert_eq!(whole.done(), bytes.done());
     }
 
     /// Plans the answer to a DNS packet and, for a lookup, answers it with

@@ -9,7 +9,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::{timeout, Instant};
 
-use crate::http::{parse_head, HeadError, Parsed, Request, MAX_HEAD};
+use crate::http::{parse_head, HeadError, Parsed, Persistent, Request, MAX_HEAD};
+use crate::kept::{self, Failed};
 use crate::policy::{decide, literal};
 use crate::server::{stopped, Shared};
 use crate::{tunnel, Connection, Decision, Kind};
@@ -160,6 +161,13 @@ async fn handle(shared: &Shared, client: TcpStream, rec: &mut Record) {
             return;
         }
     };
+    if let (Some(persistent), true) = (req.persistent, filled == req.head_len) {
+        drop(buf);
+        rec.decision = Some(Decision::Allowed { rule: allowed.rule });
+        keep_alive(shared, &client, &req, persistent, &allowed.addrs, rec).await;
+        linger(&client).await;
+        return;
+    }
     let (upstream, addr) = match connect(&allowed.addrs).await {
         Ok(connected) => connected,
         Err((addr, e)) => {
@@ -206,6 +214,67 @@ async fn handle(shared: &Shared, client: TcpStream, rec: &mut Record) {
         }
         _ => tunnel::relay_http(&client, &upstream, pipes, buf, idle, up, down).await,
     };
+}
+
+/// Relays a [`Persistent`] request on a kept upstream connection or a new
+/// one, and keeps the connection if the exchange leaves it reusable. A kept
+/// connection that turns out closed before any answer is replaced by a new
+/// one, once (only idempotent requests take kept connections).
+async fn keep_alive(
+    shared: &Shared,
+    client: &TcpStream,
+    req: &Request,
+    persistent: Persistent,
+    addrs: &[SocketAddr],
+    rec: &mut Record,
+) {
+    let mut kept = if persistent.idempotent {
+        shared.upstreams.take(&req.host_text, addrs)
+    } else {
+        None
+    };
+    loop {
+        let reused = kept.is_some();
+        let (upstream, addr) = match kept.take() {
+            Some(connection) => connection,
+            None => match connect(addrs).await {
+                Ok((upstream, addr)) => {
+                    let _ = upstream.set_nodelay(true);
+                    (upstream, addr)
+                }
+                Err((addr, e)) => {
+                    rec.addr = Some(addr);
+                    let target = literal(addr.ip(), addr.port());
+                    let body = format!(
+                        "airlock: egress to {}:{} is allowed, but connecting to {target} failed: {e}",
+                        req.host_text, req.port
+                    );
+                    rec.deny(format!("cannot connect to {target}: {e}"));
+                    answer(client, 502, &body).await;
+                    return;
+                }
+            },
+        };
+        rec.addr = Some(addr);
+        let (up, down) = (&mut rec.up, &mut rec.down);
+        let sent = &req.upstream_head;
+        match kept::exchange(shared, client, &upstream, sent, persistent, up, down).await {
+            Ok(true) => return shared.upstreams.put(&req.host_text, addr, upstream),
+            Ok(false) | Err(Failed::Broken) => return,
+            Err(Failed::Unanswered(_)) if reused => {}
+            Err(Failed::Unanswered(e)) => {
+                let body = format!("airlock: {} closed without answering: {e}", req.host_text);
+                return answer(client, 502, &body).await;
+            }
+            Err(Failed::Refused(e)) => {
+                let body = format!(
+                    "airlock: the response from {} was refused: {e}",
+                    req.host_text
+                );
+                return answer(client, 502, &body).await;
+            }
+        }
+    }
 }
 
 /// Connects to the first address that answers.

@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     sink: Sink,
     /// Empty pipes for the next tunnels.
     pub pipes: Pipes,
+    /// Idle upstream connections for the job's next plain-HTTP requests.
+    pub upstreams: crate::kept::Upstreams,
 }
 
 impl Shared {
@@ -94,6 +96,7 @@ pub(crate) fn start(config: Config, listeners: Listeners, sink: Sink) -> io::Res
         config,
         sink,
         pipes: Pipes::default(),
+        upstreams: crate::kept::Upstreams::default(),
     });
     let thread = std::thread::Builder::new()
         .name("airlock-net".to_owned())

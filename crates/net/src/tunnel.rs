@@ -89,8 +89,8 @@ pub(crate) async fn run(
         #[cfg(target_os = "linux")]
         if let (Ok(a), Ok(b)) = (pipes.take(), pipes.take()) {
             tokio::try_join!(
-                splice::pump(client, upstream, &a, up, &activity, start),
-                splice::pump(upstream, client, &b, down, &activity, start),
+                splice::pump(client, upstream, &a, None, up, &activity, start),
+                splice::pump(upstream, client, &b, None, down, &activity, start),
             )?;
             // Each pump returns Ok only at end-of-file with its pipe
             // drained; on an error or the idle timeout the pipes are
@@ -143,7 +143,7 @@ pub(crate) async fn relay_http(
         // allocation while it waits for the end-of-file.
         #[cfg(target_os = "linux")]
         if let Ok(pipe) = pipes.take() {
-            splice::pump(client, upstream, &pipe, up, &activity, start).await?;
+            splice::pump(client, upstream, &pipe, None, up, &activity, start).await?;
             pipes.put(pipe);
             return Ok(());
         }
@@ -179,13 +179,53 @@ async fn response(
     #[cfg(target_os = "linux")]
     if let Ok(pipe) = pipes.take() {
         drop(buf);
-        splice::pump(src, dst, &pipe, count, activity, start).await?;
+        splice::pump(src, dst, &pipe, None, count, activity, start).await?;
         pipes.put(pipe);
         return Ok(());
     }
     #[cfg(not(target_os = "linux"))]
     let _ = pipes;
     copy(src, dst, count, activity, start).await
+}
+
+/// Moves exactly `len` bytes from `src` to `dst` (a response body whose
+/// length is known), through a pooled pipe, or a buffer if no pipe can be
+/// had; fails on an end of `src` before them, or `idle` without a byte.
+/// Counts bytes delivered in `count`.
+pub(crate) async fn exact(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pipes: &Pipes,
+    len: u64,
+    idle: Duration,
+    count: &mut u64,
+) -> io::Result<()> {
+    let start = Instant::now();
+    let activity = AtomicU64::new(0);
+    let moved = async {
+        #[cfg(target_os = "linux")]
+        if let Ok(pipe) = pipes.take() {
+            splice::pump(src, dst, &pipe, Some(len), count, &activity, start).await?;
+            pipes.put(pipe);
+            return Ok(());
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = pipes;
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut left = len;
+        while left > 0 {
+            let want = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+            match copy_once(src, dst, &mut buf[..want], count, &activity, start).await? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => left -= n as u64,
+            }
+        }
+        Ok(())
+    };
+    tokio::select! {
+        result = moved => result,
+        () = watchdog(&activity, start, idle) => Err(io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// Resolves once no byte moved (see [`touch`]) for `idle`.
@@ -307,16 +347,24 @@ mod splice {
 
     const FLAGS: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
 
-    /// One direction: `src` -> pipe -> `dst`.
+    /// One direction: `src` -> pipe -> `dst`, to the end of `src` (then
+    /// `dst` is shut for writing), or exactly `limit` bytes if given (an
+    /// end of `src` before them is an error; `dst` stays open).
     pub(super) async fn pump(
         src: &TcpStream,
         dst: &TcpStream,
         pipe: &Pipe,
+        mut limit: Option<u64>,
         count: &mut u64,
         activity: &AtomicU64,
         start: Instant,
     ) -> io::Result<()> {
         loop {
+            let want = match limit {
+                Some(0) => return Ok(()),
+                Some(left) => usize::try_from(left).map_or(pipe.capacity, |l| l.min(pipe.capacity)),
+                None => pipe.capacity,
+            };
             // The pipe is empty here, so EAGAIN can only mean "no data".
             let n = loop {
                 src.readable().await?;
@@ -326,7 +374,7 @@ mod splice {
                         None,
                         &pipe.write,
                         None,
-                        pipe.capacity,
+                        want,
                         FLAGS,
                     )?)
                 }) {
@@ -336,8 +384,14 @@ mod splice {
                 }
             };
             if n == 0 {
+                if limit.is_some() {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
                 shutdown_write(dst);
                 return Ok(());
+            }
+            if let Some(left) = limit.as_mut() {
+                *left -= n as u64;
             }
             touch(activity, start);
             // The pipe holds `pending` bytes, so EAGAIN can only mean

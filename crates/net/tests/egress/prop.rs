@@ -1,5 +1,5 @@
-//! Arbitrary bytes never panic the head parser, the DNS planner, or the
-//! live server, and the live server always stays up.
+//! Arbitrary bytes never panic the head parser, the response framing, the
+//! DNS planner, or the live server, and the live server always stays up.
 
 use std::io::Write;
 
@@ -23,6 +23,25 @@ proptest! {
     ) {
         let head = format!("{method} {target} HTTP/1.1\r\n{}\r\n\r\n", headers.join("\r\n"));
         net::fuzz::http_head(head.as_bytes());
+    }
+
+    #[test]
+    fn response_framing_never_panics_and_agrees_with_itself(
+        data in proptest::collection::vec(any::<u8>(), 0..2048)
+    ) {
+        net::fuzz::http_response(&data);
+    }
+
+    #[test]
+    fn response_framing_on_near_misses(
+        status in "(HTTP/1\\.[01] [0-9]{3} OK|HTTP/1\\.1 1[0-9]{2} X)",
+        headers in proptest::collection::vec(
+            "(Content-Length|Transfer-Encoding|Connection): [ -~]{0,12}", 0..4),
+        body in "([0-9a-fA-F]{1,3}(;[a-z=]{0,5})?\r\n[a-z]{0,20}\r\n){0,3}0\r\n([A-Za-z-]{1,5}: [a-z]{0,5}\r\n)?\r\n",
+    ) {
+        let text = format!("{status}\r\n{}\r\n\r\n{body}", headers.join("\r\n"));
+        net::fuzz::http_response(text.as_bytes());
+        net::fuzz::http_response(body.as_bytes());
     }
 
     #[test]

@@ -28,9 +28,7 @@ fn allowed_http_is_forwarded_in_origin_form() {
     let seen = up.requests.lock().expect("lock")[0].clone();
     assert_eq!(
         seen,
-        format!(
-            "GET /hello?x=1 HTTP/1.1\r\nHost: OK.test:{p}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-        )
+        format!("GET /hello?x=1 HTTP/1.1\r\nHost: OK.test:{p}\r\nAccept: */*\r\n\r\n")
     );
     let event = proxy.event();
     assert_eq!(event.kind, Kind::Http);
@@ -44,6 +42,124 @@ fn allowed_http_is_forwarded_in_origin_form() {
     assert_eq!(json["decision"], "allowed");
     assert_eq!(json["kind"], "http");
     assert!(json["duration_ms"].as_f64().is_some(), "{json}");
+}
+
+/// A job's plain-HTTP requests to one address share one upstream
+/// connection: each answer is whole, ends the job's connection with
+/// `Connection: close`, and each request still has its own event.
+#[test]
+fn upstream_connections_are_kept_between_requests() {
+    let dns = standard_dns();
+    let up = KeepAlive::start();
+    let p = up.port();
+    let proxy = Proxy::start(
+        &patterns(&[&format!("ok.test:{p}"), &format!("127.0.0.1:{p}")]),
+        dns.addr,
+    );
+    let fixed = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    for path in ["/a", "/chunked", "/b", "/head"] {
+        let authority = format!("ok.test:{p}");
+        let method = if path == "/head" { "HEAD" } else { "GET" };
+        let raw =
+            format!("{method} http://{authority}{path} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        let answer = proxy.exchange(raw.as_bytes());
+        match path {
+            "/chunked" => assert_eq!(
+                answer,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                 6\r\nhello \r\nd;x=1\r\nfrom upstream\r\n0\r\n\r\n"
+            ),
+            // No body after a HEAD, whatever Content-Length says; the
+            // test server sends none either.
+            "/head" => assert_eq!(answer, fixed.replace(BODY, "")),
+            _ => assert_eq!(answer, fixed),
+        }
+        let event = proxy.event();
+        assert_eq!(rule(&event), format!("ok.test:{p} + 127.0.0.1:{p}"));
+        assert_eq!(event.bytes_down, answer.len() as u64, "{path}");
+    }
+    assert_eq!(up.connections(), [0, 0, 0, 0]);
+    // A request with a body is sent with Connection: close on a new
+    // connection, never on a kept one.
+    let raw = format!(
+        "POST http://ok.test:{p}/c HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 2\r\n\r\nhi"
+    );
+    assert_eq!(status(&proxy.exchange(raw.as_bytes())), 200);
+    let requests = up.requests.lock().expect("lock").clone();
+    let (number, head) = &requests[4];
+    assert_eq!(*number, 1);
+    assert!(head.ends_with("Connection: close\r\n\r\n"), "{head}");
+    assert!(requests[..4]
+        .iter()
+        .all(|(_, head)| !head.contains("onnection")));
+    // The same address under another name gets a connection of its own.
+    let raw = format!("GET http://127.0.0.1:{p}/d HTTP/1.1\r\n\r\n");
+    assert!(proxy.exchange(raw.as_bytes()).ends_with(BODY));
+    assert_eq!(up.connections(), [0, 0, 0, 0, 1, 2]);
+}
+
+/// A body larger than what comes with the head moves by its length (the
+/// rest through a pipe), and the connection serves the next request.
+#[test]
+fn a_large_body_is_relayed_exactly_and_its_connection_kept() {
+    let dns = standard_dns();
+    let up = KeepAlive::start();
+    let p = up.port();
+    let proxy = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
+    let body = big_body();
+    for path in ["/big", "/big", "/a"] {
+        let raw = format!("GET http://127.0.0.1:{p}{path} HTTP/1.1\r\n\r\n");
+        let answer = proxy.exchange(raw.as_bytes());
+        let (head, got) = answer.split_once("\r\n\r\n").expect("a head");
+        assert!(head.ends_with("Connection: close"), "{head}");
+        if path == "/big" {
+            assert!(
+                got == body,
+                "{path}: {} bytes, not the {} sent",
+                got.len(),
+                body.len()
+            );
+        } else {
+            assert_eq!(got, BODY);
+        }
+        assert_eq!(proxy.event().bytes_down, answer.len() as u64);
+    }
+    assert_eq!(up.connections(), [0, 0, 0]);
+}
+
+/// A kept connection the remote closed is replaced, and the request is
+/// answered; a response with ambiguous framing is refused with 502 and its
+/// connection is not kept.
+#[test]
+fn closed_or_ambiguous_upstream_connections_are_not_reused() {
+    let dns = standard_dns();
+    let up = KeepAlive::start();
+    let p = up.port();
+    let proxy = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
+    let get = |path: &str| {
+        let raw = format!("GET http://127.0.0.1:{p}{path} HTTP/1.1\r\n\r\n");
+        proxy.exchange(raw.as_bytes())
+    };
+    assert_eq!(status(&get("/last")), 200);
+    proxy.event();
+    // The remote closed after /last without saying so: the proxy finds
+    // the kept connection closed and opens another.
+    assert!(get("/a").ends_with(BODY));
+    proxy.event();
+    let answer = get("/ambiguous");
+    assert_eq!(status(&answer), 502, "{answer}");
+    assert!(
+        answer.contains("both Transfer-Encoding and Content-Length"),
+        "{answer}"
+    );
+    proxy.event();
+    assert!(get("/b").ends_with(BODY));
+    // /last and /a: connections 0 and 1; /ambiguous on the kept 1, which
+    // is then closed; /b on a new one.
+    assert_eq!(up.connections(), [0, 1, 1, 2]);
 }
 
 #[test]

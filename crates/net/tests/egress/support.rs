@@ -134,6 +134,82 @@ impl Upstream {
     }
 }
 
+/// The body of [`KeepAlive`]'s `/big`: 3 MiB of text that changes every
+/// byte, so that a lost, repeated or reordered piece shows.
+pub fn big_body() -> String {
+    (0..3 << 20)
+        .map(|i: u32| char::from(b'a' + u8::try_from(i % 26).expect("below 26")))
+        .collect()
+}
+
+/// An HTTP/1.1 server that keeps connections open between requests,
+/// answering by path: `/chunked` with a chunked body, `/big` with
+/// [`big_body`], `/ambiguous` with
+/// both `Content-Length` and `Transfer-Encoding`, `/last` with a
+/// `Content-Length` body and then a close without `Connection: close`,
+/// anything else with a `Content-Length` body; it closes after answering a
+/// request with `Connection: close`. It records each request
+/// with the number of the connection it came on.
+pub struct KeepAlive {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<(usize, String)>>>,
+}
+
+impl KeepAlive {
+    pub fn start() -> KeepAlive {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        thread::spawn(move || {
+            for (number, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let seen = seen.clone();
+                thread::spawn(move || loop {
+                    let head = read_until_blank_line(&mut stream);
+                    if head.is_empty() {
+                        return;
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let closing = head.contains("Connection: close\r\n");
+                    seen.lock().expect("lock").push((number, head));
+                    let answer = match path.as_str() {
+                        "/chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                             6\r\nhello \r\nd;x=1\r\nfrom upstream\r\n0\r\n\r\n"
+                            .to_owned(),
+                        "/ambiguous" => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\
+                             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                            .to_owned(),
+                        "/big" => {
+                            let body = big_body();
+                            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                            head + &body
+                        }
+                        _ => format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nKeep-Alive: timeout=30\r\n\r\n{BODY}",
+                            BODY.len()
+                        ),
+                    };
+                    if stream.write_all(answer.as_bytes()).is_err() || path == "/last" || closing {
+                        return;
+                    }
+                });
+            }
+        });
+        KeepAlive { addr, requests }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The connection numbers the requests came on, in order.
+    pub fn connections(&self) -> Vec<usize> {
+        let requests = self.requests.lock().expect("lock");
+        requests.iter().map(|(number, _)| *number).collect()
+    }
+}
+
 fn read_until_blank_line(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
