@@ -24,6 +24,9 @@
 #   SAMPLES      latency samples per target [default: 2000]
 #   GAP_US       pause before each latency sample, in us [default: 0: back
 #                to back; the order of the targets is shuffled either way]
+#   UPSTREAM_CLOSE  1: the upstream closes after every response, as servers
+#                that refuse persistent connections do [default: it keeps
+#                connections unless the request says Connection: close]
 #   PORT         first of three loopback ports: upstream, tinyproxy, airlock
 #                [default: 18180]
 #   OUT          results directory [default: target/bench/egress]
@@ -112,7 +115,7 @@ LogFile "$tmp/tinyproxy.log"
 LogLevel Critical
 EOF
 
-"$bin/egress_load" upstream "$up" &
+"$bin/egress_load" upstream "$up" ${UPSTREAM_CLOSE:+--close} &
 pids+=($!)
 up_pid=$!
 tinyproxy -d -c "$tmp/tinyproxy.conf" &

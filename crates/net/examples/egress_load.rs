@@ -3,7 +3,7 @@
 //! each proxy named, interleaved so that a disturbance hits all of them.
 //!
 //! ```text
-//! egress_load upstream LISTEN_ADDR
+//! egress_load upstream LISTEN_ADDR [--close]
 //! egress_load measure --upstream ADDR [--upstream-pid PID]
 //!             [--proxy NAME=ADDR[,PID]]... [--subject airlock] [--peer tinyproxy]
 //!             [--bytes 1073741824] [--runs 5] [--seconds 5] [--rounds 3]
@@ -14,7 +14,11 @@
 //!
 //! `upstream` serves HTTP/1.1 on one current-thread tokio runtime: any
 //! request for `/bytes/N` is answered with N zero bytes, anything else with
-//! a 2-byte body; each response ends with `Connection: close` and the close.
+//! a 2-byte body, with a `Content-Length`. Like any HTTP/1.1 server it
+//! keeps the connection for the next request unless the request says
+//! `Connection: close` (then the response says it too, and the server
+//! closes); with `--close` it closes after every response, as servers that
+//! refuse persistent connections do.
 //!
 //! `measure` runs three parts against each target (`direct`, then every
 //! `--proxy`), round-robin:
@@ -66,8 +70,8 @@ fn main() {
         Some("upstream") => {
             let addr = args
                 .next()
-                .expect("usage: egress_load upstream LISTEN_ADDR");
-            upstream(&addr);
+                .expect("usage: egress_load upstream LISTEN_ADDR [--close]");
+            upstream(&addr, args.next().as_deref() == Some("--close"));
         }
         Some("measure") => measure(&parse_args(args)),
         _ => {
@@ -79,7 +83,7 @@ fn main() {
 
 // ---------------------------------------------------------------- upstream
 
-fn upstream(addr: &str) {
+fn upstream(addr: &str, always_close: bool) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -93,30 +97,48 @@ fn upstream(addr: &str) {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            tokio::spawn(serve_one(stream));
+            tokio::spawn(serve(stream, always_close));
         }
     });
 }
 
-/// Answers one request and closes.
-async fn serve_one(mut stream: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// Answers requests on one connection until one asks to close (or
+/// `always_close`), the client closes, or a request is malformed.
+async fn serve(mut stream: tokio::net::TcpStream, always_close: bool) {
+    use tokio::io::AsyncReadExt;
     let _ = stream.set_nodelay(true);
-    let mut buf = [0u8; MAX_HEAD];
+    let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
-    while find_end(&buf[..filled]).is_none() {
-        match stream.read(&mut buf[filled..]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => filled += n,
-        }
-        if filled == buf.len() {
+    loop {
+        let end = loop {
+            if let Some(end) = find_end(&buf[..filled]) {
+                break end;
+            }
+            if filled == buf.len() {
+                return;
+            }
+            match stream.read(&mut buf[filled..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => filled += n,
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let close = always_close
+            || head.contains("\r\nconnection: close\r\n")
+            || head.lines().next().is_some_and(|l| l.ends_with("http/1.0"));
+        if !answer(&mut stream, &buf[..end], close).await || close {
             return;
         }
+        buf.copy_within(end..filled, 0);
+        filled -= end;
     }
-    let line = buf[..filled]
-        .split(|&b| b == b'\r')
-        .next()
-        .unwrap_or_default();
+}
+
+/// Answers one request head; false if the connection broke.
+async fn answer(stream: &mut tokio::net::TcpStream, head: &[u8], close: bool) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let path = std::str::from_utf8(line)
         .unwrap_or_default()
         .split(' ')
@@ -126,21 +148,21 @@ async fn serve_one(mut stream: tokio::net::TcpStream) {
         .strip_prefix("/bytes/")
         .and_then(|n| n.parse::<u64>().ok());
     let Some(mut left) = bytes else {
-        let small = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
-        let _ = stream.write_all(small).await;
-        return;
+        let small = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{connection}\r\nok");
+        return stream.write_all(small.as_bytes()).await.is_ok();
     };
-    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {left}\r\nConnection: close\r\n\r\n");
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {left}\r\n{connection}\r\n");
     if stream.write_all(head.as_bytes()).await.is_err() {
-        return;
+        return false;
     }
     while left > 0 {
         let n = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
         if stream.write_all(&ZEROS[..n]).await.is_err() {
-            return;
+            return false;
         }
         left -= n as u64;
     }
+    true
 }
 
 /// The end of the head (`\r\n\r\n`) in `buf`, if there.
@@ -427,7 +449,8 @@ fn bulk_once(t: &Target, upstream: SocketAddr, bytes: u64) -> std::io::Result<f6
             return Err(std::io::Error::other(format!("CONNECT answered {status}")));
         }
     }
-    let get = format!("GET /bytes/{bytes} HTTP/1.1\r\nHost: {upstream}\r\n\r\n");
+    let get =
+        format!("GET /bytes/{bytes} HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\n\r\n");
     stream.write_all(get.as_bytes())?;
     let (status, extra) = read_head(&mut stream, &mut buf)?;
     if status != 200 {
