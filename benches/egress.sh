@@ -6,7 +6,8 @@
 #   - requests/s of small plain-HTTP GETs (absolute URI), a new connection
 #     per request, CONCURRENCY at once, for SECONDS_RPS, ROUNDS rounds,
 #   - latency per connection: connect to first response byte, sequential,
-#     SAMPLES each (p50, p99; added = proxy p50 - direct p50).
+#     SAMPLES each (p50, p99; added = proxy p50 - direct p50), for the small
+#     plain-HTTP GET and for the same GET in a CONNECT tunnel.
 # Targets are interleaved (run by run, round by round, sample by sample) so
 # that other work on the machine disturbs all of them alike. The upstream
 # and the load generator are `crates/net/examples/egress_load.rs` (release).
@@ -31,7 +32,7 @@
 #                [default: 18180]
 #   OUT          results directory [default: target/bench/egress]
 #
-# Writes OUT/bulk.csv, OUT/rps.csv, OUT/latency.csv (every single figure),
+# Writes OUT/bulk.csv, OUT/rps.csv, OUT/latency.csv, OUT/tunnel.csv (every single figure),
 # OUT/results.json (per target: medians, percentiles, and the CPU time the
 # proxy, the upstream, the client and other work used), OUT/summary.txt (the tables and
 # the verdict on each goal, printed at the end) and OUT/machine.txt.
@@ -176,4 +177,4 @@ fi
     --concurrency "$concurrency" --samples "$samples" --gap-us "$gap" --out "$out" |
     tee "$out/summary.txt"
 echo
-echo "results: $out/bulk.csv, $out/rps.csv, $out/latency.csv, $out/results.json, $out/summary.txt, $out/machine.txt"
+echo "results: $out/bulk.csv, $out/rps.csv, $out/latency.csv, $out/tunnel.csv, $out/results.json, $out/summary.txt, $out/machine.txt"

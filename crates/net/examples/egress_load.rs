@@ -8,7 +8,7 @@
 //!             [--proxy NAME=ADDR[,PID]]... [--subject airlock] [--peer tinyproxy]
 //!             [--bytes 1073741824] [--runs 5] [--seconds 5] [--rounds 3]
 //!             [--concurrency 16] [--samples 2000] [--gap-us 0]
-//!             [--parts bulk,rps,latency]
+//!             [--parts bulk,rps,latency,tunnel]
 //!             [--out DIR]
 //! ```
 //!
@@ -38,6 +38,11 @@
 //!   one. `--gap-us` pauses before each sample (the CPUs then cool down
 //!   between samples and every figure rises). Each sample is the time
 //!   from before `connect` to the first response byte.
+//! - `tunnel`: the same samples, but through each proxy the GET goes in a
+//!   CONNECT tunnel, sent once the `200` arrives (as a client starting TLS
+//!   would); direct is the plain GET again. So the added time is a
+//!   tunnel's: a round trip more for the `CONNECT`, and an upstream
+//!   connection opened per tunnel (a tunnel's connection is never kept).
 //!
 //! For every part it also reads the CPU time (user + system, from
 //! `/proc/PID/stat`) that the proxy, the upstream and this process used,
@@ -45,7 +50,7 @@
 //! rest of the machine used meanwhile ("other work", in % of one CPU,
 //! from `/proc/stat`). It prints a summary (the goals: `--subject` against
 //! `--peer`, ≥ 2× throughput and requests/s, p50 added ≤ 100 µs) and,
-//! with `--out`, writes `bulk.csv`, `rps.csv`, `latency.csv` and
+//! with `--out`, writes `bulk.csv`, `rps.csv`, `latency.csv`, `tunnel.csv` and
 //! `results.json` there.
 
 use std::collections::BTreeMap;
@@ -215,7 +220,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Args {
         concurrency: 16,
         samples: 2000,
         gap: Duration::ZERO,
-        parts: ["bulk", "rps", "latency"].map(String::from).to_vec(),
+        parts: ["bulk", "rps", "latency", "tunnel"]
+            .map(String::from)
+            .to_vec(),
         out: None,
     };
     while let Some(flag) = it.next() {
@@ -354,7 +361,8 @@ fn measure(args: &Args) {
     // One request of each kind per target first: a proxy that refuses or
     // fails stops the run here rather than producing rates of errors.
     for t in &args.targets {
-        let us = small_request(t, args.upstream).unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        let us =
+            small_request(t, args.upstream, false).unwrap_or_else(|e| panic!("{}: {e}", t.name));
         let got =
             bulk_once(t, args.upstream, 1 << 20).unwrap_or_else(|e| panic!("{}: {e}", t.name));
         eprintln!(
@@ -385,8 +393,13 @@ fn measure(args: &Args) {
         summary += &text;
     }
     if part("latency") {
-        let (json, text) = latency(args);
+        let (json, text) = latency(args, false);
         results.insert("latency".to_owned(), json);
+        summary += &text;
+    }
+    if part("tunnel") {
+        let (json, text) = latency(args, true);
+        results.insert("tunnel".to_owned(), json);
         summary += &text;
     }
     summary += &goals(args, &results);
@@ -482,11 +495,29 @@ fn small_head(t: &Target, upstream: SocketAddr) -> String {
 
 /// One small request on a new connection; returns µs from before
 /// `connect` to the first response byte. Reads the response to the close.
-fn small_request(t: &Target, upstream: SocketAddr) -> std::io::Result<f64> {
-    let head = small_head(t, upstream);
-    let mut buf = [0u8; 4096];
+/// The small request on a new connection; returns the microseconds from
+/// before `connect` to the first response byte. With `tunnel`, through a
+/// proxy it goes in a CONNECT tunnel, sent once the `200` arrives (as a
+/// client starting TLS would).
+fn small_request(t: &Target, upstream: SocketAddr, tunnel: bool) -> std::io::Result<f64> {
+    let mut head = small_head(t, upstream);
+    let mut buf = [0u8; MAX_HEAD];
     let start = Instant::now();
     let mut stream = connect(t, upstream)?;
+    if tunnel && t.proxy.is_some() {
+        let connect = format!("CONNECT {upstream} HTTP/1.1\r\nHost: {upstream}\r\n\r\n");
+        stream.write_all(connect.as_bytes())?;
+        if read_head(&mut stream, &mut buf)? != (200, 0) {
+            return Err(std::io::Error::other("CONNECT not answered 200 alone"));
+        }
+        head = small_head(
+            &Target {
+                proxy: None,
+                ..t.clone()
+            },
+            upstream,
+        );
+    }
     stream.write_all(head.as_bytes())?;
     let mut n = stream.read(&mut buf)?;
     let us = start.elapsed().as_secs_f64() * 1e6;
@@ -703,7 +734,9 @@ fn rps(args: &Args) -> (Value, String) {
     (Value::Object(json), text)
 }
 
-fn latency(args: &Args) -> (Value, String) {
+/// Time to the first byte of small requests on new connections; with
+/// `tunnel`, through CONNECT tunnels (see [`small_request`]).
+fn latency(args: &Args, tunnel: bool) -> (Value, String) {
     let mut csv = String::from("sample,target,us\n");
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut cpu: BTreeMap<&str, (Cpu, f64)> = BTreeMap::new();
@@ -723,7 +756,7 @@ fn latency(args: &Args) -> (Value, String) {
             // clock ticks are coarse, but their sum over many samples is not.
             let before = Cpu::now(t, args);
             let started = Instant::now();
-            let us = small_request(t, args.upstream)
+            let us = small_request(t, args.upstream, tunnel)
                 .unwrap_or_else(|e| panic!("latency via {}: {e}", t.name));
             let wall = started.elapsed().as_secs_f64();
             let entry = cpu.entry(&t.name).or_default();
@@ -733,7 +766,11 @@ fn latency(args: &Args) -> (Value, String) {
             samples.entry(&t.name).or_default().push(us);
         }
     }
-    write_csv(args, "latency.csv", &csv);
+    write_csv(
+        args,
+        if tunnel { "tunnel.csv" } else { "latency.csv" },
+        &csv,
+    );
     let direct = {
         let mut v = samples["direct"].clone();
         v.sort_by(f64::total_cmp);
@@ -741,8 +778,13 @@ fn latency(args: &Args) -> (Value, String) {
     };
     let mut json = serde_json::Map::new();
     let mut text = format!(
-        "\nlatency: connect to first response byte, sequential, {} samples each, interleaved, {} µs apart (µs)\n\
+        "\n{}: connect to first response byte, sequential, {} samples each, interleaved, {} µs apart (µs)\n\
          {:<10} {:>8} {:>8} {:>8} {:>8} {:>10}   CPU µs per request: {:>5} {:>8} {:>6}\n",
+        if tunnel {
+            "latency through CONNECT (direct: plain)"
+        } else {
+            "latency"
+        },
         args.samples,
         args.gap.as_micros(),
         "target",
@@ -824,6 +866,14 @@ fn goals(args: &Args, results: &serde_json::Map<String, Value>) -> String {
         text += &format!(
             "  added p50   {added:.1} µs (goal <= 100 µs): {}\n",
             verdict(added <= 100.0)
+        );
+    }
+    if let (Some(added), Some(peer)) = (
+        get("tunnel", s, "added_p50_us"),
+        get("tunnel", p, "added_p50_us"),
+    ) {
+        text += &format!(
+            "  added p50 through CONNECT: {added:.1} µs ({p}: {peer:.1} µs; a new upstream connection and one more round trip each)\n"
         );
     }
     text
