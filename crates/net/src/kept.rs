@@ -4,8 +4,8 @@
 //! A job's `curl http://...` opens a new connection to the proxy for each
 //! request, and the proxy used to open a new one upstream too and close it
 //! after the response: two TCP handshakes and two closes per request. For a
-//! [`Persistent`] request the proxy now sends the head without
-//! `Connection: close`, reads the response's framing
+//! [`Persistent`](crate::http::Persistent) request the proxy now sends the
+//! head without `Connection: close`, reads the response's framing
 //! ([`crate::response`]), relays exactly one response, and keeps the
 //! upstream connection for the job's next request to the same address,
 //! within limits: at most [`KEPT_PER_JOB`] idle connections per job (the
@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use crate::http::Persistent;
+use crate::http::Request;
 use crate::response::{parse_response, Body, Chunks, ResponseError, MAX_RESPONSE_HEAD};
 use crate::server::Shared;
 use crate::tunnel::{self, write_all};
@@ -112,8 +112,10 @@ pub(crate) enum Failed {
     Broken,
 }
 
-/// Sends `head` (a [`Persistent`] request) on `upstream` and relays its
-/// response to `client`; returns whether `upstream` may serve another
+/// Sends `req` (a [`Persistent`](crate::http::Persistent) request) on
+/// `upstream` and relays its response to `client` through `buf` (the
+/// buffer the request head was read into; grown for a large response head
+/// or a streamed body); returns whether `upstream` may serve another
 /// request. Every wait is limited to the idle timeout. A body of known
 /// length beyond what came with the head moves kernel to kernel through one
 /// of the server's pipes. Counts bytes sent upstream in `up` and to the job
@@ -122,23 +124,24 @@ pub(crate) async fn exchange(
     shared: &Shared,
     client: &TcpStream,
     upstream: &TcpStream,
-    head: &[u8],
-    persistent: Persistent,
+    req: &Request,
+    buf: &mut Vec<u8>,
     up: &mut u64,
     down: &mut u64,
 ) -> Result<bool, Failed> {
     let (pipes, idle) = (&shared.pipes, shared.config.idle_timeout);
+    let head_request = req.persistent.is_some_and(|p| p.head);
+    let head = &req.upstream_head;
     match timeout(idle, write_all(upstream, head)).await {
         Ok(Ok(())) => *up += head.len() as u64,
         Ok(Err(e)) => return Err(Failed::Unanswered(e)),
         Err(_) => return Err(Failed::Unanswered(io::ErrorKind::TimedOut.into())),
     }
-    let mut buf = vec![0u8; 16 * 1024];
     let mut filled = 0;
     let mut answered = false;
     let mut res = loop {
         let mut res = loop {
-            match parse_response(&buf[..filled], persistent.head) {
+            match parse_response(&buf[..filled], head_request) {
                 Ok(Some(res)) => break res,
                 Ok(None) => {}
                 Err(_) if answered => return Err(Failed::Broken),
@@ -187,7 +190,6 @@ pub(crate) async fn exchange(
             send(client, &mut head, &buf[..take], idle, down).await?;
             let left = len - take as u64;
             if left > 0 {
-                drop(buf);
                 tunnel::exact(upstream, client, pipes, left, idle, down)
                     .await
                     .map_err(|_| Failed::Broken)?;
@@ -203,14 +205,14 @@ pub(crate) async fn exchange(
                 if chunks.done() {
                     break used == filled;
                 }
-                filled = next(upstream, &mut buf, idle).await?;
+                filled = next(upstream, buf, idle).await?;
             }
         }
         Body::UntilClose => {
             send(client, &mut head, &buf[..filled], idle, down).await?;
             buf.resize(buf.len().max(BODY_BUF), 0);
             loop {
-                match read(upstream, &mut buf, idle).await {
+                match read(upstream, buf, idle).await {
                     Ok(0) => break false,
                     Ok(n) => send(client, &mut head, &buf[..n], idle, down).await?,
                     Err(_) => return Err(Failed::Broken),

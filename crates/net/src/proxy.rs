@@ -161,10 +161,11 @@ async fn handle(shared: &Shared, client: TcpStream, rec: &mut Record) {
             return;
         }
     };
-    if let (Some(persistent), true) = (req.persistent, filled == req.head_len) {
-        drop(buf);
+    // A persistent request with nothing after its head (a pipelined second
+    // request goes the closing way below).
+    if let Some(persistent) = req.persistent.filter(|_| filled == req.head_len) {
         rec.decision = Some(Decision::Allowed { rule: allowed.rule });
-        keep_alive(shared, &client, &req, persistent, &allowed.addrs, rec).await;
+        keep_alive(shared, &client, &req, persistent, &allowed.addrs, buf, rec).await;
         linger(&client).await;
         return;
     }
@@ -217,7 +218,7 @@ async fn handle(shared: &Shared, client: TcpStream, rec: &mut Record) {
 }
 
 /// Relays a [`Persistent`] request on a kept upstream connection or a new
-/// one, and keeps the connection if the exchange leaves it reusable. A kept
+/// one (through `buf`, the buffer its head was read into), and keeps the connection if the exchange leaves it reusable. A kept
 /// connection that turns out closed before any answer is replaced by a new
 /// one, once (only idempotent requests take kept connections).
 async fn keep_alive(
@@ -226,6 +227,7 @@ async fn keep_alive(
     req: &Request,
     persistent: Persistent,
     addrs: &[SocketAddr],
+    mut buf: Vec<u8>,
     rec: &mut Record,
 ) {
     let mut kept = if persistent.idempotent {
@@ -257,8 +259,7 @@ async fn keep_alive(
         };
         rec.addr = Some(addr);
         let (up, down) = (&mut rec.up, &mut rec.down);
-        let sent = &req.upstream_head;
-        match kept::exchange(shared, client, &upstream, sent, persistent, up, down).await {
+        match kept::exchange(shared, client, &upstream, req, &mut buf, up, down).await {
             Ok(true) => return shared.upstreams.put(&req.host_text, addr, upstream),
             Ok(false) | Err(Failed::Broken) => return,
             Err(Failed::Unanswered(_)) if reused => {}
