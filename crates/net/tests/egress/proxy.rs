@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::time::Duration;
 
 use net::Kind;
 
@@ -160,6 +161,28 @@ fn closed_or_ambiguous_upstream_connections_are_not_reused() {
     // /last and /a: connections 0 and 1; /ambiguous on the kept 1, which
     // is then closed; /b on a new one.
     assert_eq!(up.connections(), [0, 1, 1, 2]);
+}
+
+/// A remote that sends an unasked-for response on a connection the proxy
+/// keeps (response splitting) gets that connection closed: the job's next
+/// request goes on a new connection and gets its own answer.
+#[test]
+fn bytes_on_an_idle_kept_connection_never_answer_the_next_request() {
+    let dns = standard_dns();
+    let up = KeepAlive::start();
+    let p = up.port();
+    let proxy = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
+    let get = |path: &str| {
+        let raw = format!("GET http://127.0.0.1:{p}{path} HTTP/1.1\r\n\r\n");
+        proxy.exchange(raw.as_bytes())
+    };
+    assert!(get("/smuggle").ends_with(BODY));
+    // The smuggled bytes are sent 50 ms after the answer.
+    std::thread::sleep(Duration::from_millis(300));
+    let answer = get("/a");
+    assert!(answer.ends_with(BODY), "{answer}");
+    assert!(!answer.contains("evil"), "{answer}");
+    assert_eq!(up.connections(), [0, 1]);
 }
 
 #[test]

@@ -142,9 +142,13 @@ pub fn big_body() -> String {
         .collect()
 }
 
+/// What [`KeepAlive`] sends, unasked, 50 ms after answering `/smuggle`.
+pub const SMUGGLED: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!";
+
 /// An HTTP/1.1 server that keeps connections open between requests,
 /// answering by path: `/chunked` with a chunked body, `/big` with
-/// [`big_body`], `/ambiguous` with
+/// [`big_body`], `/smuggle` with a `Content-Length` body followed later by
+/// [`SMUGGLED`], `/ambiguous` with
 /// both `Content-Length` and `Transfer-Encoding`, `/last` with a
 /// `Content-Length` body and then a close without `Connection: close`,
 /// anything else with a `Content-Length` body; it closes after answering a
@@ -192,6 +196,13 @@ impl KeepAlive {
                     };
                     if stream.write_all(answer.as_bytes()).is_err() || path == "/last" || closing {
                         return;
+                    }
+                    if path == "/smuggle" {
+                        // A second, unasked-for response, once the first
+                        // has been relayed: it must never answer the
+                        // job's next request.
+                        thread::sleep(Duration::from_millis(50));
+                        let _ = stream.write_all(SMUGGLED.as_bytes());
                     }
                 });
             }
