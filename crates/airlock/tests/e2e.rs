@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{job, ran, secrets_set, set_secret, Ran, World, BIN};
+use common::{files_under, job, ran, secrets_set, set_secret, Ran, World, BIN};
 
 /// Host pids whose command line contains `marker`.
 fn host_processes_with(marker: &str) -> Vec<i32> {
@@ -688,20 +688,6 @@ e2e!(source_under_a_private_root_directory_is_mounted, |w| {
         r.stdout
     );
 });
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
 
 e2e!(secrets_reach_the_job_and_never_any_output, |w| {
     let secret = "Zq8-leak-battery-s3cret-Vx42";

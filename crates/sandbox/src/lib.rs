@@ -49,7 +49,7 @@ pub use procwatch::{ExecEvent, ExecSink, ExecSource};
 pub use proto::MAX_MESSAGE;
 pub use rootfs::MASK_PATH;
 pub use spawn::{
-    AttemptSink, CommandOutcome, IdMode, Killer, Output, Sandbox, Spare, IDLE_TICK, NOBODY,
-    READ_CHUNK,
+    AttemptSink, CommandOutcome, IdMode, Killer, MaskChannel, Output, Sandbox, Spare, IDLE_TICK,
+    NOBODY, READ_CHUNK,
 };
 pub use teardown::TeardownReport;

@@ -99,10 +99,6 @@ pub enum Output<'a> {
     Data(&'a [u8]),
     /// Nothing arrived for [`IDLE_TICK`].
     Idle,
-    /// A value the job registered for masking (one line written to
-    /// [`crate::MASK_PATH`], without its line break). Delivered before any
-    /// output written after it: mask it in everything that follows.
-    Mask(&'a [u8]),
 }
 
 /// How a command ended.
@@ -132,8 +128,9 @@ pub struct Sandbox {
     _host_ids: Option<HostIds>,
     reaped: bool,
     buf: Vec<u8>,
-    /// The read end of the job's mask channel, once the sandbox is ready.
-    mask: MaskReader,
+    /// The read end of the job's mask channel, once the sandbox is ready,
+    /// until the runner takes it.
+    mask: Option<MaskChannel>,
     /// The egress proxy's sockets, until the runner takes them.
     egress: Option<EgressSockets>,
     /// Serves the network watch filter for the sandbox's life.
@@ -300,7 +297,7 @@ impl Sandbox {
             _host_ids: None,
             reaped: false,
             buf: vec![0; MAX_MESSAGE + 1],
-            mask: MaskReader::default(),
+            mask: None,
             egress: None,
             netwatch: None,
             execwatch: Mutex::new(None),
@@ -350,6 +347,12 @@ impl Sandbox {
             shared: Arc::clone(&self.shared),
             pid_ns: self.namespaces.pid(),
         })
+    }
+
+    /// The job's mask channel (once): the values it registers for masking.
+    /// The runner must read it (see [`MaskChannel`]).
+    pub fn take_mask_channel(&mut self) -> Option<MaskChannel> {
+        self.mask.take()
     }
 
     /// The sockets to serve the job's egress proxy on (once; `None` for a
@@ -490,19 +493,6 @@ impl Sandbox {
         deadline: Instant,
         on_output: &mut dyn FnMut(Output<'_>),
     ) -> Result<CommandOutcome, SandboxError> {
-        let mut mask = std::mem::take(&mut self.mask);
-        let outcome = self.run_with_mask(command, deadline, &mut mask, on_output);
-        self.mask = mask;
-        outcome
-    }
-
-    fn run_with_mask(
-        &mut self,
-        command: &CommandSpec,
-        deadline: Instant,
-        mask: &mut MaskReader,
-        on_output: &mut dyn FnMut(Output<'_>),
-    ) -> Result<CommandOutcome, SandboxError> {
         let (out_r, out_w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
             .map_err(|e| SandboxError::io("create the output pipe", e))?;
         // O_NONBLOCK was set on both ends; the job's write end must block.
@@ -521,7 +511,7 @@ impl Sandbox {
             let now = Instant::now();
             if now >= deadline {
                 self.kill();
-                drain(&out_r, &mut chunk, mask, on_output);
+                drain(&out_r, &mut chunk, on_output);
                 return Ok(CommandOutcome::TimedOut);
             }
             let wait = (deadline - now).min(IDLE_TICK);
@@ -546,11 +536,10 @@ impl Sandbox {
                 )
             };
             if !out_ready && !control_ready {
-                mask.read(on_output);
                 on_output(Output::Idle);
                 continue;
             }
-            if out_ready && !read_available(&out_r, &mut chunk, mask, on_output)? {
+            if out_ready && !read_available(&out_r, &mut chunk, on_output)? {
                 out_open = false;
             }
             if control_ready {
@@ -558,7 +547,7 @@ impl Sandbox {
                 // The command has ended; what it wrote is already in the
                 // pipe. Take it, then stop listening: a background process
                 // that kept the pipe open writes into the void from now on.
-                drain(&out_r, &mut chunk, mask, on_output);
+                drain(&out_r, &mut chunk, on_output);
                 return match msg {
                     Some(FromInit::Exited { code }) => Ok(CommandOutcome::Exited(code)),
                     Some(FromInit::Signaled { signal }) => Ok(CommandOutcome::Signaled(signal)),
@@ -837,7 +826,7 @@ impl Spare {
         drop(memfds);
         drop(source_dir);
         let mut fds = sandbox.expect_with_fds(&FromInit::Ready)?.into_iter();
-        sandbox.mask = MaskReader::new(fds.next())?;
+        sandbox.mask = Some(MaskChannel::new(fds.next())?);
         let rest: Vec<OwnedFd> = fds.collect();
         sandbox.egress = match (config.egress, rest.is_empty()) {
             (true, _) => Some(EgressSockets::from_init(rest)?),
@@ -928,25 +917,16 @@ fn sealed_memfd(name: &str, value: &[u8]) -> Result<OwnedFd, SandboxError> {
     Ok(fd)
 }
 
-/// Reads what is available now; `false` at end of file. The mask channel
-/// is read after each chunk and before it is delivered: whatever the job
-/// registered before writing that chunk is then already known.
+/// Reads what is available now; `false` at end of file.
 fn read_available(
     fd: &OwnedFd,
     chunk: &mut [u8],
-    mask: &mut MaskReader,
     on_output: &mut dyn FnMut(Output<'_>),
 ) -> Result<bool, SandboxError> {
     loop {
         match rustix::io::read(fd, &mut *chunk) {
-            Ok(0) => {
-                mask.read(on_output);
-                return Ok(false);
-            }
-            Ok(n) => {
-                mask.read(on_output);
-                on_output(Output::Data(chunk.get(..n).unwrap_or_default()));
-            }
+            Ok(0) => return Ok(false),
+            Ok(n) => on_output(Output::Data(chunk.get(..n).unwrap_or_default())),
             Err(Errno::AGAIN) => return Ok(true),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(SandboxError::io("read the command's output", e)),
@@ -956,33 +936,37 @@ fn read_available(
 
 /// Takes whatever is buffered in the pipe, ignoring errors (best effort at
 /// the end of a command).
-fn drain(
-    fd: &OwnedFd,
-    chunk: &mut [u8],
-    mask: &mut MaskReader,
-    on_output: &mut dyn FnMut(Output<'_>),
-) {
-    let _ = read_available(fd, chunk, mask, on_output);
+fn drain(fd: &OwnedFd, chunk: &mut [u8], on_output: &mut dyn FnMut(Output<'_>)) {
+    let _ = read_available(fd, chunk, on_output);
 }
 
 /// The longest line the mask channel buffers; a longer one is delivered in
 /// pieces of this size (and refused by the redactor's size limit).
 const MAX_MASK_LINE: usize = 64 * 1024;
 
-/// Reads the job's mask channel (a FIFO, non-blocking) and splits it into
-/// lines. A line ends at a line break, or when no writer has the FIFO open
-/// any more (a value written without a line break, then closed).
+/// The read end of the job's mask channel ([`crate::MASK_PATH`], a FIFO
+/// only the job writes), split into lines: each line is a value the job
+/// registered for masking. A line ends at a line break, or when no writer
+/// has the FIFO open any more (a value written without a line break, then
+/// closed).
+///
+/// Nothing reads it on its own: the runner takes it
+/// ([`Sandbox::take_mask_channel`]) and reads it before it redacts
+/// anything the job produced (output, the arguments of an exec, a host
+/// name), so that a value registered before is always masked there. The
+/// FIFO holds 64 KiB; a job that writes more than that between two reads
+/// waits.
 #[derive(Debug, Default)]
-struct MaskReader {
+pub struct MaskChannel {
     fd: Option<OwnedFd>,
     /// The line read so far: part of a value to mask.
     line: Zeroizing<Vec<u8>>,
 }
 
-impl MaskReader {
+impl MaskChannel {
     /// Takes the read end the init sent with `Ready`, if it is a FIFO (the
     /// init is not trusted with handing over anything else).
-    fn new(fd: Option<OwnedFd>) -> Result<MaskReader, SandboxError> {
+    fn new(fd: Option<OwnedFd>) -> Result<MaskChannel, SandboxError> {
         let Some(fd) = fd else {
             return Err(SandboxError::Protocol(
                 "the sandbox init sent no mask channel".into(),
@@ -1000,14 +984,15 @@ impl MaskReader {
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
         )
         .map_err(|e| SandboxError::io("make the mask channel non-blocking", e))?;
-        Ok(MaskReader {
+        Ok(MaskChannel {
             fd: Some(fd),
             line: Zeroizing::new(Vec::new()),
         })
     }
 
-    /// Delivers every line written so far as [`Output::Mask`]. Never blocks.
-    fn read(&mut self, on_output: &mut dyn FnMut(Output<'_>)) {
+    /// Calls `each` with every value (line, without its line break and a
+    /// trailing `\r`) written so far. Never blocks.
+    pub fn read(&mut self, each: &mut dyn FnMut(&[u8])) {
         let Some(fd) = &self.fd else { return };
         let mut buf = Zeroizing::new([0u8; 4096]);
         loop {
@@ -1015,16 +1000,16 @@ impl MaskReader {
                 Ok(0) => {
                     // No writer: a value left without its line break is
                     // complete.
-                    deliver_mask(&mut self.line, on_output);
+                    deliver_mask(&mut self.line, each);
                     return;
                 }
                 Ok(n) => {
                     for &b in buf.get(..n).unwrap_or_default() {
                         if b == b'\n' {
-                            deliver_mask(&mut self.line, on_output);
+                            deliver_mask(&mut self.line, each);
                         } else {
                             if self.line.len() == MAX_MASK_LINE {
-                                deliver_mask(&mut self.line, on_output);
+                                deliver_mask(&mut self.line, each);
                             }
                             // Never reallocate: a moved buffer would leave
                             // a copy of the value behind, unzeroed.
@@ -1045,13 +1030,13 @@ impl MaskReader {
 }
 
 /// Delivers one registered value (without a trailing `\r`) and clears it.
-fn deliver_mask(line: &mut Vec<u8>, on_output: &mut dyn FnMut(Output<'_>)) {
+fn deliver_mask(line: &mut Vec<u8>, each: &mut dyn FnMut(&[u8])) {
     let value = match line.split_last() {
         Some((b'\r', rest)) => rest,
         _ => &line[..],
     };
     if !value.is_empty() {
-        on_output(Output::Mask(value));
+        each(value);
     }
     line.clear();
 }
