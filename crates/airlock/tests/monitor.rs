@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{job, set_secret, upstream, World};
+use common::{files_under, job, set_secret, upstream, World};
 use serde_json::Value;
 
 /// The rule ids of a job's alerts in `runs show --json`.
@@ -121,6 +121,62 @@ fn e2e_attack_jobs_raise_the_expected_alerts_and_a_clean_job_none() {
     let audit = w.airlock(&["audit", "show", "--json"]);
     assert!(audit.stdout.contains("\"alert\""), "{}", audit.stdout);
     assert_eq!(w.airlock(&["audit", "verify"]).code, 0);
+}
+
+/// The report of the files a job left in its workspace names them as the
+/// job did: a secret (or a value it registered) in a file's name is
+/// masked there, as in its output, and reaches no file of the state
+/// directory.
+#[test]
+fn e2e_secrets_in_file_names_are_masked_in_the_workspace_report() {
+    let w = World::new();
+    let secret = "fname-s3cret-value-77";
+    set_secret(&w, "FNAME", secret, "attacks/*");
+    // The registered value is built in the job: the pipeline's text does
+    // not hold it.
+    let value = "reg42-filename-value";
+    let file = w.pipeline(
+        "names.yml",
+        &pipeline_with(
+            r#"  names:
+    secrets: [{ name: FNAME, env: FNAME }]
+    steps:
+      - run: |
+          touch "/workspace/cache-$FNAME.txt"
+          v="reg$((40 + 2))-filename-value"
+          printf '%s\n' "$v" > /run/airlock/mask
+          touch "/workspace/$v.dat" /workspace/plain.txt
+"#,
+        ),
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let show = w.show(&doc["run"].to_string());
+    let mut paths: Vec<&str> = job(&show, "names")["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/workspace/***.dat",
+            "/workspace/cache-***.txt",
+            "/workspace/plain.txt"
+        ]
+    );
+    for f in files_under(w.home.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in [secret, value] {
+            assert!(
+                !bytes.windows(needle.len()).any(|b| b == needle.as_bytes()),
+                "{} holds {needle}",
+                f.display()
+            );
+        }
+    }
 }
 
 #[test]

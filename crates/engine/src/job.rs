@@ -434,8 +434,15 @@ fn run_with_secrets(
                             }
                             continue;
                         }
-                        Seen::Files(found, lost, (events, sample)) => {
+                        Seen::Files(mut found, lost, (events, sample)) => {
                             execs_lost = lost;
+                            // The names are the job's words: a secret (or
+                            // a value it registered) in one must not reach
+                            // the record.
+                            let patterns = masks.current();
+                            for f in &mut found {
+                                f.path = watch::redact_text(patterns.as_ref(), &f.path);
+                            }
                             if let Some(m) = monitor.as_mut() {
                                 // The job's last sample, taken by the job
                                 // thread before the cgroup goes: a limit it
