@@ -163,6 +163,7 @@ fn main() -> ExitCode {
     // anything else happens.
     sandbox::run_if_init();
     sandbox::rlimits::raise_nofile();
+    sandbox::rlimits::no_core_dumps();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -379,6 +379,37 @@ fn kill_runner_mid_job(w: &World, file: &Path, marker: &str) -> u32 {
     runner
 }
 
+/// The runner holds the secrets of the jobs it runs (and the key of the
+/// store) in memory: a crash must not write them into a core file. Its
+/// core file limit is 0, soft and hard, while a job runs.
+e2e!(the_runner_allows_no_core_file, |w| {
+    let marker = "510987.5";
+    let file = w.pipeline(
+        "core.yml",
+        &format!("version: 1\nname: core\njobs:\n  hold:\n    steps: [\"sleep {marker}\"]\n"),
+    );
+    let mut child = w
+        .command(&["run", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host_processes_with(marker).is_empty() {
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(fields[4..6], ["0", "0"], "{core}");
+});
+
 /// Job cgroup directories (any v1 hierarchy or v2) made by runner `pid`.
 fn job_cgroups_of(pid: u32) -> Vec<PathBuf> {
     let suffix = format!(".{pid}");

@@ -51,3 +51,26 @@ pub fn raise_nofile() {
         );
     }
 }
+
+/// Keeps the calling process's memory out of core files: it holds the
+/// secrets of the jobs it runs (and the key that opens the store), which a
+/// crash must not write to disk. Core files are off (both limits 0, which
+/// file and `systemd-coredump` style handlers honour) and, for a root
+/// runner, the process is not dumpable: the kernel then writes no core at
+/// all, whatever `core_pattern` says. (A rootless runner stays dumpable: its
+/// children inherit the flag until they exec, and the runner must write
+/// their uid maps, which are then root's.) Best effort, like
+/// [`raise_nofile`]; the sandbox init sets its own.
+pub fn no_core_dumps() {
+    let _ = setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    );
+    if rustix::process::geteuid().is_root() {
+        let _ =
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    }
+}
