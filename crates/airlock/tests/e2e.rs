@@ -379,9 +379,9 @@ fn kill_runner_mid_job(w: &World, file: &Path, marker: &str) -> u32 {
     runner
 }
 
-/// The runner holds the secrets of the jobs it runs (and the key of the
-/// store) in memory: a crash must not write them into a core file. Its
-/// core file limit is 0, soft and hard, while a job runs.
+// The runner holds the secrets of the jobs it runs (and the key of the
+// store) in memory: a crash must not write them into a core file. Its
+// core file limit is 0, soft and hard, while a job runs.
 e2e!(the_runner_allows_no_core_file, |w| {
     let marker = "510987.5";
     let file = w.pipeline(
