@@ -107,6 +107,12 @@ enum Command {
         /// AIRLOCK_RUN and AIRLOCK_JOB in its environment).
         #[arg(long, value_name = "PROGRAM")]
         alert_command: Option<PathBuf>,
+        /// Most output a job may have kept, over all its steps (a size like
+        /// 512MiB). Past it the job's log and live output stop with a
+        /// warning, and the job runs on, its output read and dropped: a job
+        /// printing in a loop cannot fill the host's disk [default: 2GiB].
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_output: Option<u64>,
     },
     /// Report which isolation layers this host supports, how, or why not.
     ///
@@ -210,6 +216,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             alert_webhook,
             alert_webhook_key,
             alert_command,
+            max_output,
         } => run(
             &home,
             &file,
@@ -224,6 +231,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 no_monitor,
                 alert_webhook: alert_webhook.zip(alert_webhook_key),
                 alert_command,
+                max_output: max_output.unwrap_or(engine::DEFAULT_MAX_OUTPUT),
             },
         ),
         Command::Secrets { key_file, command } => {
@@ -446,6 +454,12 @@ struct RunFlags {
     no_monitor: bool,
     alert_webhook: Option<(String, PathBuf)>,
     alert_command: Option<PathBuf>,
+    max_output: u64,
+}
+
+/// A size flag (`512MiB`), as pipelines write sizes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    spec::parse_size(text)
 }
 
 fn run(home: &Path, file: &Path, flags: RunFlags) -> Result<i32> {
@@ -530,6 +544,7 @@ fn run_pipeline(
         allow_degraded_cgroups: flags.allow_degraded.contains(&Degradable::Cgroups),
         egress_dns: flags.egress_dns,
         rules,
+        max_output: flags.max_output,
     };
     let forwarder = alerts::Forwarder::new(notifier);
     let result = engine::run(

@@ -1063,6 +1063,73 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+e2e!(output_past_the_limit_is_dropped_and_the_job_runs_on, |w| {
+    // With a 1 MiB limit, the job writes 10 bytes short of it, then a
+    // secret (which the limit cuts after its first 10 bytes), then 2 MiB
+    // more, and a second step checks that the first one ran to its end.
+    let secret = "Cut-s3cret-token-value-0042";
+    set_secret(w, "CUT", secret, "cut/*");
+    let file = w.pipeline(
+        "cut.yml",
+        r#"version: 1
+name: cut
+jobs:
+  cut:
+    secrets: [{ name: CUT, env: CUT }]
+    steps:
+      - run: |
+          head -c $((1048576 - 10)) /dev/zero | tr '\0' x
+          printf '%s\n' "$CUT"
+          head -c 2097152 /dev/zero | tr '\0' y
+          touch /workspace/ran-on
+      - run: test -f /workspace/ran-on && echo second-step-output
+"#,
+    );
+    let r = w.airlock(&["run", file.to_str().unwrap(), "--max-output", "1MiB"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("warning: output past 1 MiB is not kept or shown; the job runs on"),
+        "{}",
+        &r.stdout[r.stdout.len().saturating_sub(2000)..]
+    );
+    assert!(
+        r.stdout.contains("warning: 2.0 MiB of output dropped"),
+        "{}",
+        &r.stdout[r.stdout.len().saturating_sub(2000)..]
+    );
+    assert!(!r.stdout.contains("│ second-step-output"));
+    let log = std::fs::read_to_string(w.home.path().join("runs/1/logs/cut.log")).unwrap();
+    let longest = |c: char| log.split(|d| d != c).map(str::len).max().unwrap_or(0);
+    assert_eq!(
+        longest('x'),
+        1_048_566,
+        "every byte below the limit is kept"
+    );
+    assert!(longest('y') < 2, "nothing past the limit is kept");
+    assert!(log.contains("── output past 1MiB is not kept; the job runs on"));
+    // The secret's first bytes, held back when the limit cut it, are
+    // dropped with the rest, not released.
+    for f in files_under(w.home.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(10).any(|b| b == &secret.as_bytes()[..10]),
+            "{} holds the start of the secret",
+            f.display()
+        );
+    }
+    let audit = w.airlock(&["audit", "show", "--json"]).stdout;
+    let dropped: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "output_dropped" || v["kind"] == "output_limited")
+        .collect();
+    // 1,048,566 + 28 + 2,097,152 + 19 bytes written, 1,048,576 kept.
+    assert_eq!(dropped.len(), 2, "{dropped:?}");
+    assert_eq!(dropped[0]["limit"], 1_048_576);
+    assert_eq!(dropped[1]["bytes"], 2_097_189);
+});
+
 /// The kinds of the audit log's entries, in order.
 fn audit_kinds(w: &World) -> Vec<String> {
     let r = w.airlock(&["audit", "show", "--json"]);

@@ -76,6 +76,23 @@ pub enum Event {
         /// Why (never the value).
         reason: String,
     },
+    /// A job's output reached the most a job may have kept: its log and
+    /// the live output stop here; the job runs on, its output read and
+    /// dropped.
+    OutputLimited {
+        /// Job id.
+        job: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// As a job whose output reached its limit ends: how much more it
+    /// wrote.
+    OutputDropped {
+        /// Job id.
+        job: String,
+        /// Bytes written past the limit.
+        bytes: u64,
+    },
     /// A job's egress proxy or DNS responder handled a connection or a
     /// query, allowed or denied (reported when it ends), or a call of the
     /// job tried to reach an address directly. Names the job chose are

@@ -58,6 +58,8 @@ pub(crate) struct JobContext<'a> {
     pub rules: Option<&'a monitor::Rules>,
     /// The run record, for baselines.
     pub store: &'a state::Store,
+    /// Most output bytes kept per job.
+    pub max_output: u64,
 }
 
 /// Runs `plan` to completion and publishes its events.
@@ -475,6 +477,7 @@ fn run_with_secrets(
             });
         // Fail closed: without its proxy, a job that needs the network
         // does not run at all; nor does one that cannot be watched.
+        let mut stream = Stream::new(redactor, ctx.max_output);
         let mut outcome = match (&proxy, &unwatched) {
             (Ok(_), None) => run_steps(
                 &mut sandbox,
@@ -482,7 +485,7 @@ fn run_with_secrets(
                 ctx,
                 deadline,
                 &secret_env,
-                redactor,
+                &mut stream,
                 &Watched {
                     masks: &masks,
                     started,
@@ -494,6 +497,12 @@ fn run_with_secrets(
         // What registering values gave after the last step's output.
         for e in masks.take().events {
             ctx.bus.emit(e);
+        }
+        if stream.dropped > 0 {
+            ctx.bus.emit(Event::OutputDropped {
+                job: plan.id.clone(),
+                bytes: stream.dropped,
+            });
         }
         let contained_now = contained.lock().ok().and_then(|c| c.clone());
         if outcome.status == Status::Success
@@ -570,13 +579,11 @@ fn run_steps(
     ctx: &JobContext<'_>,
     deadline: Instant,
     secret_env: &[(String, String)],
-    mut redactor: Option<Redactor>,
+    stream: &mut Stream,
     watched: &Watched<'_>,
 ) -> JobOutcome {
     let job = plan.id.as_str();
     let run_id = ctx.run.to_string();
-    // The generation of the masks the redactor has.
-    let mut masks = 0u64;
     for (index, step) in plan.steps.iter().enumerate() {
         if ctx.cancel.load(Ordering::SeqCst) {
             return JobOutcome {
@@ -601,15 +608,7 @@ fn run_steps(
         command.env.extend(secret_env.iter().cloned());
 
         let events_before = sandbox.events().unwrap_or_default();
-        let result = run_command(
-            sandbox,
-            &command,
-            step_deadline,
-            (&mut redactor, &mut masks),
-            job,
-            ctx,
-            watched,
-        );
+        let result = run_command(sandbox, &command, step_deadline, stream, job, ctx, watched);
 
         let (mut status, exit_code, mut reason) = match result {
             Ok(CommandOutcome::Exited(0)) => (Status::Success, Some(0), None),
@@ -690,6 +689,104 @@ fn layer_names(config: &SandboxConfig) -> Vec<String> {
     .collect()
 }
 
+/// What a job's output path carries from one step to the next.
+struct Stream {
+    /// Masks every form of the job's secrets and registered values; `None`
+    /// while there are none.
+    redactor: Option<Redactor>,
+    /// The generation of the masks the redactor has ([`Masks::take`]).
+    generation: u64,
+    /// Most output bytes kept ([`JobContext::max_output`]).
+    limit: u64,
+    /// Output bytes kept so far.
+    kept: u64,
+    /// Output bytes dropped past the limit.
+    dropped: u64,
+}
+
+impl Stream {
+    fn new(redactor: Option<Redactor>, limit: u64) -> Stream {
+        Stream {
+            redactor,
+            generation: 0,
+            limit,
+            kept: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Reads the job's mask channel and brings the redactor up to date,
+    /// handing on what registering values gave.
+    fn sync(&mut self, masks: &Masks, handoff: &mut output::Handoff) {
+        let current = masks.take();
+        for e in current.events {
+            handoff.event(e);
+        }
+        if current.generation != self.generation {
+            self.generation = current.generation;
+            if let Some(p) = current.patterns {
+                match self.redactor.as_mut() {
+                    Some(r) => r.set_patterns(p),
+                    None => self.redactor = Some(Redactor::new(p)),
+                }
+            }
+        }
+    }
+
+    /// Redacts the part of `d` within the limit and hands it on; the rest
+    /// is counted and dropped. At the limit the redactor's held-back bytes
+    /// are dropped too, never released: they may be the first bytes of a
+    /// secret whose last ones the limit cut off.
+    fn data(&mut self, d: &[u8], job: &str, handoff: &mut output::Handoff) {
+        let room = self.limit.saturating_sub(self.kept);
+        let keep = usize::try_from(room).map_or(d.len(), |room| room.min(d.len()));
+        let (kept, dropped) = d.split_at(keep);
+        if !kept.is_empty() {
+            self.kept += len64(kept.len());
+            let mut clean = handoff.buffer();
+            match self.redactor.as_mut() {
+                Some(r) => r.push(kept, &mut clean),
+                None => clean.extend_from_slice(kept),
+            }
+            handoff.data(clean);
+        }
+        if dropped.is_empty() {
+            return;
+        }
+        if self.dropped == 0 {
+            if let Some(r) = self.redactor.as_mut() {
+                let mut held = Zeroizing::new(Vec::new());
+                r.finish(&mut held);
+            }
+            handoff.end();
+            handoff.event(Event::OutputLimited {
+                job: job.into(),
+                limit: self.limit,
+            });
+        }
+        self.dropped += len64(dropped.len());
+    }
+
+    /// Releases what the redactor holds back that can no longer start a
+    /// secret (an idle tick), or everything (`end`, a step's end).
+    fn release(&mut self, end: bool, handoff: &mut output::Handoff) {
+        if let Some(r) = self.redactor.as_mut() {
+            let mut clean = handoff.buffer();
+            if end {
+                r.finish(&mut clean);
+            } else {
+                r.flush_safe(&mut clean);
+            }
+            handoff.data(clean);
+        }
+    }
+}
+
+/// A length as a byte count.
+fn len64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 /// Runs one step's command, its output flowing through two threads: this
 /// one reads the sandbox, registers the job's masks and redacts; the
 /// step's output thread cuts the redacted bytes into lines and hands them
@@ -700,7 +797,7 @@ fn run_command(
     sandbox: &mut Sandbox,
     command: &CommandSpec,
     deadline: Instant,
-    (redactor, generation): (&mut Option<Redactor>, &mut u64),
+    stream: &mut Stream,
     job: &str,
     ctx: &JobContext<'_>,
     watched: &Watched<'_>,
@@ -721,51 +818,23 @@ fn run_command(
         // a byte the redactor has not. The mask channel is read after the
         // output and before it is redacted: a value the job registered
         // before it wrote that output is masked in it.
-        let mut sync = |redactor: &mut Option<Redactor>, handoff: &mut output::Handoff| {
-            let current = masks.take();
-            for e in current.events {
-                handoff.event(e);
-            }
-            if current.generation != *generation {
-                *generation = current.generation;
-                if let Some(p) = current.patterns {
-                    match redactor.as_mut() {
-                        Some(r) => r.set_patterns(p),
-                        None => *redactor = Some(Redactor::new(p)),
-                    }
-                }
-            }
-        };
         let result = sandbox.run(command, deadline, &mut |o| match o {
             Output::Data(d) => {
-                sync(redactor, &mut handoff);
+                stream.sync(masks, &mut handoff);
                 let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 last_output.store(now, Ordering::Relaxed);
-                let mut clean = handoff.buffer();
-                match redactor.as_mut() {
-                    Some(r) => r.push(d, &mut clean),
-                    None => clean.extend_from_slice(d),
-                }
-                handoff.data(clean);
+                stream.data(d, job, &mut handoff);
             }
             Output::Idle => {
-                sync(redactor, &mut handoff);
+                stream.sync(masks, &mut handoff);
                 // Release only what can no longer start a secret, so live
                 // output does not stall and nothing leaks.
-                if let Some(r) = redactor.as_mut() {
-                    let mut clean = handoff.buffer();
-                    r.flush_safe(&mut clean);
-                    handoff.data(clean);
-                }
+                stream.release(false, &mut handoff);
                 handoff.idle();
             }
         });
-        sync(redactor, &mut handoff);
-        if let Some(r) = redactor.as_mut() {
-            let mut clean = handoff.buffer();
-            r.finish(&mut clean);
-            handoff.data(clean);
-        }
+        stream.sync(masks, &mut handoff);
+        stream.release(true, &mut handoff);
         // Hanging up ends the output thread once it has delivered it all.
         drop(handoff);
         if let Err(panic) = printer.join() {
@@ -1002,7 +1071,7 @@ fn limit_reason(limits: &Limits, before: Events, after: Events) -> Option<String
 }
 
 /// `536870912` -> `512MiB`.
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["GiB", "MiB", "KiB", "B"];
     for (i, unit) in UNITS.iter().enumerate() {
         let size = 1u64 << (10 * (3 - i));

@@ -24,7 +24,7 @@ pub use job::JobOutcome;
 pub use output::Lines;
 pub use record::LogFiles;
 pub use run::{
-    run, JobReport, RunOptions, RunReport, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_JOB_FAILED, EXIT_OK,
-    EXIT_REFUSED,
+    run, JobReport, RunOptions, RunReport, DEFAULT_MAX_OUTPUT, EXIT_BAD_INPUT, EXIT_INTERNAL,
+    EXIT_JOB_FAILED, EXIT_OK, EXIT_REFUSED,
 };
 pub use spares::Spares;

@@ -35,6 +35,9 @@ pub(crate) enum Piece {
     Data(Vec<u8>),
     /// The job has been quiet: pass on a partial line and flush.
     Idle,
+    /// No more output will be kept (its limit): pass on what is left as a
+    /// whole line.
+    End,
     /// An event that belongs between the output around it (e.g. a refused
     /// mask), so the subscribers see it there.
     Event(Event),
@@ -97,6 +100,11 @@ impl Handoff {
         self.send(Piece::Idle);
     }
 
+    /// No more output will be kept.
+    pub fn end(&mut self) {
+        self.send(Piece::End);
+    }
+
     /// Publishes `event` after the output handed on so far.
     pub fn event(&mut self, event: Event) {
         self.send(Piece::Event(event));
@@ -128,6 +136,7 @@ impl Pieces {
                     lines.idle(&mut emit);
                     bus.flush();
                 }
+                Piece::End => lines.finish(&mut emit),
                 Piece::Event(event) => bus.emit(event),
             }
         }

@@ -182,6 +182,8 @@ impl Subscriber for Recorder<'_> {
             | Event::SecretLeased { .. }
             | Event::MaskAdded { .. }
             | Event::MaskRefused { .. }
+            | Event::OutputLimited { .. }
+            | Event::OutputDropped { .. }
             | Event::SecretRevoked { .. } => {}
         }
     }
@@ -351,6 +353,10 @@ impl Subscriber for LogFiles {
             } => self.with(job, |w| {
                 let code = exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
                 writeln!(w, "── {status}{code} in {}", crate::job::human(*took))
+            }),
+            Event::OutputLimited { job, limit } => self.with(job, |w| {
+                let limit = crate::job::bytes(*limit);
+                writeln!(w, "── output past {limit} is not kept; the job runs on")
             }),
             Event::JobFinished { job, .. } => {
                 if let Err(e) = self.close(job) {

@@ -35,7 +35,16 @@ pub struct RunOptions {
     /// Detection rules for every job; `None` turns monitoring off (the
     /// run records that as a degraded layer).
     pub rules: Option<std::sync::Arc<monitor::Rules>>,
+    /// Most bytes of output a job may have kept, over all its steps: its
+    /// log file and the live output stop there, and the job runs on (see
+    /// [`DEFAULT_MAX_OUTPUT`]).
+    pub max_output: u64,
 }
+
+/// [`RunOptions::max_output`] unless the operator says otherwise: the host's
+/// disk, not the job's, holds the log, so a job printing in a loop for its
+/// whole timeout must not fill it.
+pub const DEFAULT_MAX_OUTPUT: u64 = 2 << 30;
 
 /// Exit code of `airlock run` when every job succeeded.
 pub const EXIT_OK: i32 = 0;
@@ -145,6 +154,7 @@ pub fn run(
                 None => net::Resolver::System,
             },
             rules: options.rules.as_deref(),
+            max_output: options.max_output,
         };
         record_and_schedule(pipeline, &plans, parallel, degraded, env)
     };
@@ -173,6 +183,8 @@ struct Env<'a> {
     resolver: net::Resolver,
     /// Detection rules, if monitoring is on.
     rules: Option<&'a monitor::Rules>,
+    /// Most output bytes kept per job.
+    max_output: u64,
 }
 
 /// Records the run, runs its jobs and records their outcome.
@@ -192,6 +204,7 @@ fn record_and_schedule(
         secrets,
         resolver,
         rules,
+        max_output,
     } = env;
     let run = store.begin_run(&NewRun {
         pipeline: pipeline.name.clone(),
@@ -244,6 +257,7 @@ fn record_and_schedule(
         resolver,
         rules,
         store,
+        max_output,
     };
     let outcomes = schedule(plans, parallel, &ctx)?;
     // Every job revokes its own leases as it ends; this catches any the

@@ -32,7 +32,7 @@ use std::path::Path;
 
 pub use error::{SpecError, UnknownJob};
 pub use model::*;
-pub use units::parse_duration;
+pub use units::{parse_duration, parse_size};
 
 /// Largest pipeline file accepted, in bytes (1 MiB).
 pub const MAX_FILE_SIZE: u64 = 1 << 20;

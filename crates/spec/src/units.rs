@@ -30,7 +30,7 @@ const SIZE_UNITS: &[(&str, u64)] = &[
 /// Parses a size such as `512MiB`, `1 GiB`, `100MB` or `1024B` into bytes.
 ///
 /// A bare number, an unknown unit, zero and overflow are errors.
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
