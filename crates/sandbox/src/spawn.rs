@@ -956,9 +956,9 @@ const MAX_MASK_LINE: usize = 64 * 1024;
 /// name), so that a value registered before is always masked there. The
 /// FIFO holds 64 KiB; a job that writes more than that between two reads
 /// waits.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MaskChannel {
-    fd: Option<OwnedFd>,
+    fd: OwnedFd,
     /// The line read so far: part of a value to mask.
     line: Zeroizing<Vec<u8>>,
 }
@@ -985,7 +985,7 @@ impl MaskChannel {
         )
         .map_err(|e| SandboxError::io("make the mask channel non-blocking", e))?;
         Ok(MaskChannel {
-            fd: Some(fd),
+            fd,
             line: Zeroizing::new(Vec::new()),
         })
     }
@@ -993,7 +993,7 @@ impl MaskChannel {
     /// Calls `each` with every value (line, without its line break and a
     /// trailing `\r`) written so far. Never blocks.
     pub fn read(&mut self, each: &mut dyn FnMut(&[u8])) {
-        let Some(fd) = &self.fd else { return };
+        let fd = &self.fd;
         let mut buf = Zeroizing::new([0u8; 4096]);
         loop {
             match rustix::io::read(fd, &mut *buf) {
