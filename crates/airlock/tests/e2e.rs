@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{files_under, job, ran, secrets_set, set_secret, Ran, World, BIN};
+use common::{assert_no_file_holds, job, ran, secrets_set, set_secret, Ran, World, BIN};
 
 /// Host pids whose command line contains `marker`.
 fn host_processes_with(marker: &str) -> Vec<i32> {
@@ -765,16 +765,7 @@ jobs:
     // run record, keys).
     let text = w.airlock(&["run", file.to_str().unwrap()]);
     assert!(!text.stdout.contains(secret), "{}", text.stdout);
-    for f in files_under(w.home.path()) {
-        let bytes = std::fs::read(&f).unwrap();
-        for form in &forms {
-            assert!(
-                !bytes.windows(form.len()).any(|x| x == form.as_bytes()),
-                "{form} found in {}",
-                f.display()
-            );
-        }
-    }
+    assert_no_file_holds(w.home.path(), &forms);
     let logs = w.airlock(&["logs", "1/print"]);
     assert!(logs.stdout.contains("plain ***"), "{}", logs.stdout);
     // Leases end with the job.
@@ -868,10 +859,7 @@ e2e!(leak_battery_every_form_split_at_every_offset, |w| {
     assert_no_needle("the terminal stderr", text.stderr.as_bytes(), &needles);
     let logs = w.airlock(&["logs", "2/leak"]);
     assert!(logs.stdout.contains(&done), "{}", &logs.stdout[..200]);
-    for f in files_under(w.home.path()) {
-        let bytes = std::fs::read(&f).unwrap();
-        assert_no_needle(&f.display().to_string(), &bytes, &needles);
-    }
+    assert_no_file_holds(w.home.path(), &needles);
 });
 
 e2e!(jobs_register_values_to_mask_at_run_time, |w| {
@@ -1110,14 +1098,7 @@ jobs:
     assert!(log.contains("── output past 1MiB is not kept; the job runs on"));
     // The secret's first bytes, held back when the limit cut it, are
     // dropped with the rest, not released.
-    for f in files_under(w.home.path()) {
-        let bytes = std::fs::read(&f).unwrap();
-        assert!(
-            !bytes.windows(10).any(|b| b == &secret.as_bytes()[..10]),
-            "{} holds the start of the secret",
-            f.display()
-        );
-    }
+    assert_no_file_holds(w.home.path(), &[&secret[..10]]);
     let audit = w.airlock(&["audit", "show", "--json"]).stdout;
     let dropped: Vec<Value> = audit
         .lines()

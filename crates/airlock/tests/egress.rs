@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{files_under, job, set_secret, upstream, World};
+use common::{assert_no_file_holds, job, set_secret, upstream, World};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::{rdata, Name, RData, Record, RecordType};
 use serde_json::Value;
@@ -401,14 +401,7 @@ fn e2e_a_value_registered_at_run_time_is_masked_in_records_at_once() {
     assert!(!shown.to_string().contains(value), "run record: {shown}");
     let audit = w.airlock(&["audit", "show", "--json"]);
     assert!(!audit.stdout.contains(value), "audit log: {}", audit.stdout);
-    for f in files_under(w.home.path()) {
-        let bytes = std::fs::read(&f).unwrap();
-        assert!(
-            !bytes.windows(value.len()).any(|b| b == value.as_bytes()),
-            "{} holds the value",
-            f.display()
-        );
-    }
+    assert_no_file_holds(w.home.path(), &[value]);
 }
 
 /// A job that floods its DNS responder with queries for unlisted names

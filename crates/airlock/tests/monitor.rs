@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{files_under, job, set_secret, upstream, World};
+use common::{assert_no_file_holds, job, set_secret, upstream, World};
 use serde_json::Value;
 
 /// The rule ids of a job's alerts in `runs show --json`.
@@ -167,16 +167,7 @@ fn e2e_secrets_in_file_names_are_masked_in_the_workspace_report() {
             "/workspace/plain.txt"
         ]
     );
-    for f in files_under(w.home.path()) {
-        let bytes = std::fs::read(&f).unwrap();
-        for needle in [secret, value] {
-            assert!(
-                !bytes.windows(needle.len()).any(|b| b == needle.as_bytes()),
-                "{} holds {needle}",
-                f.display()
-            );
-        }
-    }
+    assert_no_file_holds(w.home.path(), &[secret, value]);
 }
 
 #[test]

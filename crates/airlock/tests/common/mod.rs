@@ -25,6 +25,24 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Fails, naming the file and the needle, if any file under `dir` holds
+/// any of `needles` (the state directory: logs, database and its WAL, run
+/// record, audit log, keys).
+pub fn assert_no_file_holds<N: AsRef<[u8]>>(dir: &Path, needles: &[N]) {
+    for f in files_under(dir) {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in needles {
+            let needle = needle.as_ref();
+            assert!(
+                !bytes.windows(needle.len()).any(|b| b == needle),
+                "{} holds {:?}",
+                f.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+}
+
 /// A state directory and a scratch directory for pipeline files.
 pub struct World {
     pub home: tempfile::TempDir,
