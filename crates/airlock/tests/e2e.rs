@@ -1051,6 +1051,35 @@ fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+e2e!(a_flood_of_refused_masks_is_counted_not_listed, |w| {
+    // 100,000 values too short to mask: 16 warnings and one count, not
+    // 100,000 entries in the audit log and lines on the terminal.
+    let file = w.pipeline(
+        "flood.yml",
+        "version: 1\nname: flood\njobs:\n  flood:\n    steps: [\"yes ab | head -n 100000 > /run/airlock/mask\"]\n",
+    );
+    let r = w.airlock(&["run", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout.matches("warning: mask refused").count(),
+        17,
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(
+            "99984 more values to mask were refused (at most 16 refusals are reported one by one)"
+        ),
+        "{}",
+        r.stdout
+    );
+    let refused = audit_kinds(w)
+        .iter()
+        .filter(|k| *k == "mask_refused")
+        .count();
+    assert_eq!(refused, 17);
+});
+
 e2e!(output_past_the_limit_is_dropped_and_the_job_runs_on, |w| {
     // With a 1 MiB limit, the job writes 10 bytes short of it, then a
     // secret (which the limit cuts after its first 10 bytes), then 2 MiB

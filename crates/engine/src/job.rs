@@ -495,7 +495,7 @@ fn run_with_secrets(
             (Err(why), _) | (_, Some(why)) => failed(None, why.clone(), false),
         };
         // What registering values gave after the last step's output.
-        for e in masks.take().events {
+        for e in masks.take().events.into_iter().chain(masks.unreported()) {
             ctx.bus.emit(e);
         }
         if stream.dropped > 0 {

@@ -23,6 +23,12 @@ use crate::event::Event;
 /// redaction automaton, and a job must not be able to make that unbounded.
 pub const MAX_RUNTIME_MASKS: usize = 256;
 
+/// Refusals reported one by one (a warning in the live output, an entry
+/// in the audit log); the rest are counted in one more as the job ends,
+/// so that a job writing a million short lines to its mask channel cannot
+/// flood the audit log or the terminal.
+pub const MAX_REFUSALS: usize = 16;
+
 /// A job's redaction patterns, kept current with its mask channel.
 pub(crate) struct Masks {
     job: String,
@@ -38,6 +44,8 @@ struct Inner {
     generation: u64,
     /// Values registered and accepted so far.
     added: usize,
+    /// Values refused so far.
+    refused: usize,
     /// `MaskAdded` and `MaskRefused` not yet handed to the job thread.
     events: Vec<Event>,
 }
@@ -61,6 +69,7 @@ impl Masks {
                 patterns: secrets,
                 generation: 0,
                 added: 0,
+                refused: 0,
                 events: Vec::new(),
             }),
         }
@@ -81,6 +90,19 @@ impl Masks {
         let mut inner = self.lock();
         inner.read(&self.job);
         inner.patterns.clone()
+    }
+
+    /// The event that counts the refusals not reported one by one, if
+    /// there were any (as the job ends).
+    pub(crate) fn unreported(&self) -> Option<Event> {
+        let inner = self.lock();
+        let more = inner.refused.checked_sub(MAX_REFUSALS).filter(|n| *n > 0)?;
+        Some(Event::MaskRefused {
+            job: self.job.clone(),
+            reason: format!(
+                "{more} more values to mask were refused (at most {MAX_REFUSALS} refusals are reported one by one)"
+            ),
+        })
     }
 
     /// [`Masks::current`], with its generation and the events of the
@@ -111,15 +133,13 @@ impl Inner {
     /// through the mask channel and the patterns: a refusal names the
     /// reason, never the value.
     fn add(&mut self, job: &str, value: &[u8]) {
-        let refused = |reason: String| Event::MaskRefused {
-            job: job.into(),
-            reason,
-        };
         if self.added >= MAX_RUNTIME_MASKS {
-            let e = refused(format!(
-                "the job already registered {MAX_RUNTIME_MASKS} values to mask, the most a job may"
-            ));
-            return self.events.push(e);
+            return self.refuse(
+                job,
+                format!(
+                    "the job already registered {MAX_RUNTIME_MASKS} values to mask, the most a job may"
+                ),
+            );
         }
         let patterns = match &self.patterns {
             Some(p) => p.with(&[value]),
@@ -135,10 +155,19 @@ impl Inner {
                     count: self.added,
                 });
             }
-            Err(e) => {
-                let e = refused(e.to_string());
-                self.events.push(e);
-            }
+            Err(e) => self.refuse(job, e.to_string()),
+        }
+    }
+
+    /// Counts a refusal, and reports it if it is among the first
+    /// [`MAX_REFUSALS`].
+    fn refuse(&mut self, job: &str, reason: String) {
+        self.refused += 1;
+        if self.refused <= MAX_REFUSALS {
+            self.events.push(Event::MaskRefused {
+                job: job.into(),
+                reason,
+            });
         }
     }
 }
@@ -186,5 +215,24 @@ mod tests {
             inner.events.last(),
             Some(Event::MaskRefused { .. })
         ));
+    }
+
+    #[test]
+    fn refusals_past_the_first_few_are_counted_not_reported() {
+        let masks = Masks::new("build", None);
+        assert!(masks.unreported().is_none());
+        let mut inner = masks.lock();
+        for _ in 0..1000 {
+            inner.add("build", b"x");
+        }
+        drop(inner);
+        let events = masks.take().events;
+        assert_eq!(events.len(), MAX_REFUSALS);
+        match masks.unreported() {
+            Some(Event::MaskRefused { reason, .. }) => {
+                assert!(reason.starts_with("984 more values"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
