@@ -113,6 +113,15 @@ enum Command {
         /// printing in a loop cannot fill the host's disk [default: 2GiB].
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_output: Option<u64>,
+        /// The pipeline's identity: the PIPELINE that secret scopes
+        /// (`PIPELINE/JOB`) and baselines are matched against. Pass it
+        /// from trusted configuration when the file comes from a change
+        /// you do not trust (a pull request): a file whose `name:` says
+        /// otherwise is refused (exit 2) before anything runs, so that it
+        /// cannot claim another pipeline's secrets or baseline [default:
+        /// the file's `name:`, else its file name].
+        #[arg(long = "pipeline", value_name = "NAME", value_parser = parse_pipeline_name)]
+        pipeline: Option<String>,
     },
     /// Report which isolation layers this host supports, how, or why not.
     ///
@@ -217,6 +226,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             alert_webhook_key,
             alert_command,
             max_output,
+            pipeline,
         } => run(
             &home,
             &file,
@@ -232,6 +242,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 alert_webhook: alert_webhook.zip(alert_webhook_key),
                 alert_command,
                 max_output: max_output.unwrap_or(engine::DEFAULT_MAX_OUTPUT),
+                pipeline,
             },
         ),
         Command::Secrets { key_file, command } => {
@@ -455,11 +466,43 @@ struct RunFlags {
     alert_webhook: Option<(String, PathBuf)>,
     alert_command: Option<PathBuf>,
     max_output: u64,
+    pipeline: Option<String>,
 }
 
 /// A size flag (`512MiB`), as pipelines write sizes.
 fn parse_size(text: &str) -> Result<u64, String> {
     spec::parse_size(text)
+}
+
+/// A pipeline name flag, as pipelines write names.
+fn parse_pipeline_name(text: &str) -> Result<String, String> {
+    if spec::is_id(text) {
+        Ok(text.to_string())
+    } else {
+        Err("expected a pipeline name: [a-z0-9][a-z0-9_-]{0,63}".to_string())
+    }
+}
+
+/// The pipeline with the identity the operator gave it (`--pipeline`),
+/// refused if its file claims another one.
+fn pinned(mut pipeline: spec::Pipeline, name: Option<&str>) -> Result<spec::Pipeline> {
+    let Some(name) = name else {
+        return Ok(pipeline);
+    };
+    if let Some(at) = pipeline.name_at {
+        if pipeline.name != name {
+            return Err(Exit::bad_input(format!(
+                "{}:{}:{}: the pipeline calls itself {:?}, but this run is for {name:?} (--pipeline); refused, so that a changed file cannot claim another pipeline's secrets or baseline",
+                pipeline.file.display(),
+                at.line,
+                at.col,
+                pipeline.name,
+            ))
+            .into());
+        }
+    }
+    pipeline.name = name.to_string();
+    Ok(pipeline)
 }
 
 fn run(home: &Path, file: &Path, flags: RunFlags) -> Result<i32> {
@@ -490,7 +533,7 @@ fn run_pipeline(
     spares: Option<&engine::Spares>,
 ) -> Result<i32> {
     let (jobs, json) = (flags.jobs.clone(), flags.json);
-    let pipeline = spec::load(file)?;
+    let pipeline = pinned(spec::load(file)?, flags.pipeline.as_deref())?;
     let rules = if flags.no_monitor {
         None
     } else {

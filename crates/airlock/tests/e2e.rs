@@ -934,6 +934,45 @@ e2e!(
     }
 );
 
+e2e!(a_pinned_pipeline_name_cannot_be_claimed_by_the_file, |w| {
+    // The secret belongs to pipeline "prod". A changed file (a pull
+    // request) that calls itself "prod", run by a glue that pins the
+    // identity of what it runs, is refused before anything runs.
+    set_secret(w, "PROD_TOKEN", "prod-token-value-1", "prod/*");
+    let claims = w.pipeline(
+        "claims.yml",
+        "version: 1\nname: prod\njobs:\n  steal:\n    secrets: [PROD_TOKEN]\n    steps: [\"touch /tmp/ran\"]\n",
+    );
+    let path = claims.to_str().unwrap();
+    let r = w.airlock(&["run", path, "--pipeline", "pr-123"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{path}:2:7: the pipeline calls itself \"prod\", but this run is for \"pr-123\" (--pipeline)"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(w.airlock(&["runs", "list", "--json"]).stdout.trim(), "[]");
+    // Without the pin, the file's own name counts (as it always did).
+    let r = w.airlock(&["run", path]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A file without a name gets the pinned one, and the secrets of it.
+    let unnamed = w.pipeline(
+        "deploy.yml",
+        "version: 1\njobs:\n  deploy:\n    secrets: [PROD_TOKEN]\n    steps: [\"test -s /run/secrets/PROD_TOKEN\"]\n",
+    );
+    let r = w.airlock(&["run", unnamed.to_str().unwrap(), "--pipeline", "prod"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = w.airlock(&["run", unnamed.to_str().unwrap(), "--pipeline", "Not A Name"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("expected a pipeline name"),
+        "{}",
+        r.stderr
+    );
+});
+
 e2e!(
     leases_are_revoked_after_failure_timeout_and_a_killed_runner,
     |w| {

@@ -207,6 +207,7 @@ mod tests {
     fn pipeline(jobs: Vec<Job>) -> Pipeline {
         Pipeline {
             name: "p".into(),
+            name_at: None,
             file: PathBuf::from("p.yml"),
             env: Default::default(),
             jobs,

@@ -34,6 +34,12 @@ pub use error::{SpecError, UnknownJob};
 pub use model::*;
 pub use units::{parse_duration, parse_size};
 
+/// Whether `s` is a valid pipeline name or job id
+/// (`[a-z0-9][a-z0-9_-]{0,63}`).
+pub fn is_id(s: &str) -> bool {
+    names::is_id(s)
+}
+
 /// Largest pipeline file accepted, in bytes (1 MiB).
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
 

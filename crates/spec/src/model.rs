@@ -15,6 +15,8 @@ pub use yamltree::Location;
 pub struct Pipeline {
     /// Pipeline name: the `name` key, else the file stem (sanitised).
     pub name: String,
+    /// Where the `name` key's value is, if the file has one.
+    pub name_at: Option<Location>,
     /// The pipeline file as given on the command line.
     pub file: PathBuf,
     /// Environment for every job.

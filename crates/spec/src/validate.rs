@@ -167,6 +167,7 @@ impl Check<'_> {
             ));
         }
 
+        let name_at = get(top, "name").map(|e| e.value.loc);
         let name = match get(top, "name") {
             Some(e) => {
                 let name = self.text(&e.value, "a pipeline name", &what("name", ctx))?;
@@ -240,6 +241,7 @@ impl Check<'_> {
 
         Ok(Pipeline {
             name,
+            name_at,
             file: self.file.to_path_buf(),
             env,
             jobs,
