@@ -123,6 +123,41 @@ fn e2e_attack_jobs_raise_the_expected_alerts_and_a_clean_job_none() {
     assert_eq!(w.airlock(&["audit", "verify"]).code, 0);
 }
 
+/// A job that gives its processes megabytes of arguments (the kernel
+/// allows about 2 MiB) gets them recorded cut to 4 KiB each, saying how
+/// long they were: a thousand such processes must not put gigabytes in
+/// the run record.
+#[test]
+fn e2e_long_arguments_are_recorded_cut() {
+    let w = World::new();
+    let file = w.pipeline(
+        "long.yml",
+        &pipeline_with(
+            r#"  long:
+    steps:
+      - run: |
+          a=$(head -c 120000 /dev/zero | tr '\0' a)
+          sh -c 'sleep 0.3' long-args "$a" "$a" "$a" "$a" "$a" "$a" "$a" "$a"
+"#,
+        ),
+    );
+    let (r, doc) = w.run_json(&file, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let show = w.show(&doc["run"].to_string());
+    let procs = job(&show, "long")["processes"].as_array().unwrap();
+    let long = procs
+        .iter()
+        .map(|p| p["argv"].as_str().unwrap())
+        .find(|a| a.starts_with("sh -c sleep 0.3 long-args"))
+        .unwrap_or_else(|| panic!("no record of the long process: {procs:#?}"));
+    assert!(long.len() < 4096 + 64, "{} bytes recorded", long.len());
+    assert!(
+        long.ends_with("(960033 bytes in all)"),
+        "{}",
+        &long[long.len() - 60..]
+    );
+}
+
 /// The report of the files a job left in its workspace names them as the
 /// job did: a secret (or a value it registered) in a file's name is
 /// masked there, as in its output, and reaches no file of the state

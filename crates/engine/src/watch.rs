@@ -27,6 +27,11 @@ pub(crate) const MAX_ALERTS_PER_RULE: u64 = 10;
 /// Processes of a job recorded one by one; the rest are counted.
 pub(crate) const MAX_PROCESSES: usize = 1000;
 
+/// Most bytes of a process's arguments a process record keeps (the rules
+/// see them all): a job passing megabytes of arguments to a thousand
+/// processes must not write gigabytes into the run record.
+pub(crate) const MAX_RECORDED_ARGV: usize = 4096;
+
 /// Successful runs a job needs before `new_binary` and `new_endpoint` can
 /// be true: one run is not yet a baseline.
 pub(crate) const BASELINE_RUNS: u32 = 2;
@@ -158,7 +163,7 @@ impl<'a> JobMonitor<'a> {
                 ppid: i64::from(e.ppid),
                 uid: i64::from(e.uid),
                 path: path.clone(),
-                argv: argv.clone(),
+                argv: monitor::clip(&argv, MAX_RECORDED_ARGV),
                 argv_at_exec: e.argv_at_exec,
             });
         }
@@ -343,7 +348,8 @@ impl<'a> JobMonitor<'a> {
         let processes = processes
             .into_iter()
             .map(|mut p| {
-                p.argv = redact_text(patterns.as_ref(), &p.argv);
+                // Redacted whole, then cut: a cut must not split a secret.
+                p.argv = monitor::clip(&redact_text(patterns.as_ref(), &p.argv), MAX_RECORDED_ARGV);
                 p.path = redact_text(patterns.as_ref(), &p.path);
                 p
             })

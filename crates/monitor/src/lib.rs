@@ -16,5 +16,5 @@ pub mod notify;
 pub mod observation;
 pub mod rules;
 
-pub use observation::{FieldType, Kind, Observation, Value};
+pub use observation::{clip, FieldType, Kind, Observation, Value};
 pub use rules::{Action, Position, Rule, RuleError, Rules, Severity};

@@ -298,7 +298,7 @@ impl Observation {
         let mut parts = Vec::new();
         for key in keys {
             match self.get(key) {
-                Some(Value::Text(t)) => parts.push(format!("{key}={t}")),
+                Some(Value::Text(t)) => parts.push(format!("{key}={}", clip(t, MAX_SUMMARY_FIELD))),
                 Some(Value::Number(n)) => parts.push(format!("{key}={n}")),
                 Some(Value::Bool(b)) => parts.push(format!("{key}={b}")),
                 None => {}
@@ -306,6 +306,25 @@ impl Observation {
         }
         parts.join(" ")
     }
+}
+
+/// Most bytes of one field an alert's summary shows: a job can give a
+/// process megabytes of arguments, and each alert is kept in the run
+/// record and the audit log and sent to every alert sink. The rules see
+/// the whole field.
+pub const MAX_SUMMARY_FIELD: usize = 1024;
+
+/// `text` cut to at most `max` bytes (at a character boundary), with how
+/// long it was when it was longer.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
 /// As `{"kind": ..., "fields": {name: value, ...}}`, the fields by name.
@@ -322,6 +341,20 @@ impl Serialize for Observation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clipping_keeps_whole_characters_and_says_how_long_the_text_was() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("abcdef", 4), "abcd… (6 bytes in all)");
+        // 'é' is two bytes: a cut inside it steps back before it.
+        assert_eq!(clip("aé", 2), "a… (3 bytes in all)");
+        let obs = Observation::new(Kind::Exec)
+            .with("path", "/bin/x")
+            .with("argv", "a".repeat(5000));
+        let summary = obs.summary();
+        assert!(summary.len() < MAX_SUMMARY_FIELD + 64, "{}", summary.len());
+        assert!(summary.ends_with("(5000 bytes in all)"), "{summary}");
+    }
 
     #[test]
     fn numbers_serialize_without_floats() {
