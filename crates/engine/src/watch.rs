@@ -27,6 +27,13 @@ pub(crate) const MAX_ALERTS_PER_RULE: u64 = 10;
 /// Processes of a job recorded one by one; the rest are counted.
 pub(crate) const MAX_PROCESSES: usize = 1000;
 
+/// Distinct binaries, and distinct endpoints, one job adds to its
+/// baseline at most: a job running a million differently named links to
+/// `/bin/true` must not write a million rows into the run record and the
+/// baseline (the rules still see every one; past the cap a binary stays
+/// new for the runs after).
+pub(crate) const MAX_LEARNED: usize = 1000;
+
 /// Most bytes of a process's arguments a process record keeps (the rules
 /// see them all): a job passing megabytes of arguments to a thousand
 /// processes must not write gigabytes into the run record.
@@ -155,7 +162,9 @@ impl<'a> JobMonitor<'a> {
             .baseline
             .as_ref()
             .is_some_and(|b| !b.binaries.contains(&path));
-        self.binaries.insert(path.clone());
+        if self.binaries.len() < MAX_LEARNED {
+            self.binaries.insert(path.clone());
+        }
         if self.processes.len() < MAX_PROCESSES {
             self.processes.push(state::Process {
                 at: state::Timestamp::now(),
@@ -201,7 +210,7 @@ impl<'a> JobMonitor<'a> {
                 .baseline
                 .as_ref()
                 .is_some_and(|b| !b.endpoints.contains(&endpoint));
-        if counts {
+        if counts && self.endpoints.len() < MAX_LEARNED {
             self.endpoints.insert(endpoint.clone());
         }
         let obs = Observation::new(Kind::Egress)
@@ -587,6 +596,32 @@ mod tests {
         });
         assert!(suppressed, "the 15 others are counted");
         assert_eq!(probe.contained.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_job_learns_at_most_the_cap_of_binaries_and_records_short_arguments() {
+        let (probe, seen) = (Scripted::default(), Seen::default());
+        watching(&probe, &seen, |m, _| {
+            for i in 0..MAX_LEARNED + 50 {
+                let mut e = exec(&format!("t{i} {}", "a".repeat(10_000)));
+                e.path = format!("/workspace/t{i}");
+                m.exec(e);
+            }
+        });
+        let events = seen.0.lock().expect("lock");
+        let activity = events.iter().find_map(|e| match e {
+            Event::JobActivity {
+                binaries,
+                processes,
+                ..
+            } => Some((binaries.len(), processes.clone())),
+            _ => None,
+        });
+        let (binaries, processes) = activity.expect("the job's activity");
+        assert_eq!(binaries, MAX_LEARNED);
+        assert!(processes
+            .iter()
+            .all(|p| p.argv.len() < MAX_RECORDED_ARGV + 64 && p.argv.ends_with("bytes in all)")));
     }
 
     #[test]

@@ -30,6 +30,6 @@ pub use model::{
     Egress, JobEnd, JobRecord, NewJob, NewRun, ParseStatusError, RunId, RunRecord, RunSummary,
     Status, StepRecord,
 };
-pub use monitoring::{Alert, Baseline, FileChange, Incident, Process};
+pub use monitoring::{Alert, Baseline, FileChange, Incident, Process, MAX_BASELINE_VALUES};
 pub use store::Store;
 pub use time::Timestamp;

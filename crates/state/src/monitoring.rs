@@ -138,6 +138,10 @@ impl From<StoredProcess> for Process {
     }
 }
 
+/// Endpoints, and binaries, one baseline holds at most (see
+/// [`Store::learn_baseline`]).
+pub const MAX_BASELINE_VALUES: i64 = 10_000;
+
 impl Store {
     /// Records an alert of `job`.
     pub fn alert(&self, run: RunId, job: &str, alert: &Alert) -> Result<(), StateError> {
@@ -306,7 +310,10 @@ impl Store {
     }
 
     /// Adds one successful run of `pipeline`/`job` that used `endpoints`
-    /// and ran `binaries` to its baseline, in one transaction.
+    /// and ran `binaries` to its baseline, in one transaction. A baseline
+    /// holds at most [`MAX_BASELINE_VALUES`] endpoints and as many
+    /// binaries: past that, values already in it are kept current and new
+    /// ones are not added (they stay new for the rules).
     pub fn learn_baseline(
         &self,
         pipeline: &str,
@@ -327,18 +334,37 @@ impl Store {
         )
         .map_err(err())?;
         {
-            let mut upsert = tx
+            let mut seen = tx
+                .prepare_cached(
+                    "UPDATE baselines SET last_seen = ?5
+                     WHERE pipeline = ?1 AND job = ?2 AND kind = ?3 AND value = ?4",
+                )
+                .map_err(err())?;
+            let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO baselines (pipeline, job, kind, value, first_seen, last_seen)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-                     ON CONFLICT (pipeline, job, kind, value) DO UPDATE SET last_seen = ?5",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                )
+                .map_err(err())?;
+            let mut count = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM baselines WHERE pipeline = ?1 AND job = ?2 AND kind = ?3",
                 )
                 .map_err(err())?;
             for (kind, values) in [("endpoint", endpoints), ("binary", binaries)] {
+                let mut held: i64 = count
+                    .query_row(params![pipeline, job, kind], |row| row.get(0))
+                    .map_err(err())?;
                 for value in values {
-                    upsert
+                    let updated = seen
                         .execute(params![pipeline, job, kind, value, now])
                         .map_err(err())?;
+                    if updated == 0 && held < MAX_BASELINE_VALUES {
+                        insert
+                            .execute(params![pipeline, job, kind, value, now])
+                            .map_err(err())?;
+                        held += 1;
+                    }
                 }
             }
         }
@@ -561,5 +587,25 @@ mod tests {
         assert_eq!(store.baseline("p", "test").expect("read").runs, 1);
         assert_eq!(store.reset_baseline("p", None).expect("reset"), 1);
         assert!(store.baselines(None, None).expect("list").is_empty());
+    }
+
+    #[test]
+    fn a_baseline_stops_growing_at_its_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let cap = usize::try_from(MAX_BASELINE_VALUES).expect("fits");
+        let many: BTreeSet<String> = (0..cap + 5).map(|i| format!("/w/t{i:05}")).collect();
+        store
+            .learn_baseline("p", "j", &set(&[]), &many)
+            .expect("learn");
+        let b = store.baseline("p", "j").expect("read");
+        assert_eq!(b.binaries.len(), cap);
+        // A value it holds is still kept current; a new one is not added.
+        store
+            .learn_baseline("p", "j", &set(&[]), &set(&["/w/t00000", "/bin/new"]))
+            .expect("learn");
+        let b = store.baseline("p", "j").expect("read");
+        assert_eq!((b.runs, b.binaries.len()), (2, cap));
+        assert!(b.binaries.contains("/w/t00000") && !b.binaries.contains("/bin/new"));
     }
 }
