@@ -137,7 +137,7 @@ fn e2e_long_arguments_are_recorded_cut() {
     steps:
       - run: |
           a=$(head -c 120000 /dev/zero | tr '\0' a)
-          sh -c 'sleep 0.3' long-args "$a" "$a" "$a" "$a" "$a" "$a" "$a" "$a"
+          sh -c 'sleep 0.3; true' long-args "$a" "$a" "$a" "$a" "$a" "$a" "$a" "$a"
 "#,
         ),
     );
@@ -148,11 +148,11 @@ fn e2e_long_arguments_are_recorded_cut() {
     let long = procs
         .iter()
         .map(|p| p["argv"].as_str().unwrap())
-        .find(|a| a.starts_with("sh -c sleep 0.3 long-args"))
+        .find(|a| a.starts_with("sh -c sleep 0.3; true long-args"))
         .unwrap_or_else(|| panic!("no record of the long process: {procs:#?}"));
     assert!(long.len() < 4096 + 64, "{} bytes recorded", long.len());
     assert!(
-        long.ends_with("(960033 bytes in all)"),
+        long.ends_with("(960039 bytes in all)"),
         "{}",
         &long[long.len() - 60..]
     );
