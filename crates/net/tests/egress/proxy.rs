@@ -102,18 +102,45 @@ fn upstream_connections_are_kept_between_requests() {
     assert_eq!(up.connections(), [0, 0, 0, 0, 1, 2]);
 }
 
+/// A proxy that allows a keep-alive upstream at its loopback address,
+/// for the kept-connection tests.
+struct Kept {
+    _dns: Dns,
+    up: KeepAlive,
+    proxy: Proxy,
+}
+
+impl Kept {
+    fn start() -> Kept {
+        let dns = standard_dns();
+        let up = KeepAlive::start();
+        let p = up.port();
+        let proxy = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
+        Kept {
+            _dns: dns,
+            up,
+            proxy,
+        }
+    }
+
+    /// The answer to a plain `GET` of `path` upstream, through the proxy.
+    fn get(&self, path: &str) -> String {
+        let raw = format!(
+            "GET http://127.0.0.1:{}{path} HTTP/1.1\r\n\r\n",
+            self.up.port()
+        );
+        self.proxy.exchange(raw.as_bytes())
+    }
+}
+
 /// A body larger than what comes with the head moves by its length (the
 /// rest through a pipe), and the connection serves the next request.
 #[test]
 fn a_large_body_is_relayed_exactly_and_its_connection_kept() {
-    let dns = standard_dns();
-    let up = KeepAlive::start();
-    let p = up.port();
-    let proxy = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
+    let k = Kept::start();
     let body = big_body();
     for path in ["/big", "/big", "/a"] {
-        let raw = format!("GET http://127.0.0.1:{p}{path} HTTP/1.1\r\n\r\n");
-        let answer = proxy.exchange(raw.as_bytes());
+        let answer = k.get(path);
         let (head, got) = answer.split_once("\r\n\r\n").expect("a head");
         assert!(head.ends_with("Connection: close"), "{head}");
         if path == "/big" {
@@ -126,9 +153,9 @@ fn a_large_body_is_relayed_exactly_and_its_connection_kept() {
         } else {
             assert_eq!(got, BODY);
         }
-        assert_eq!(proxy.event().bytes_down, answer.len() as u64);
+        assert_eq!(k.proxy.event().bytes_down, answer.len() as u64);
     }
-    assert_eq!(up.connections(), [0, 0, 0]);
+    assert_eq!(k.up.connections(), [0, 0, 0]);
 }
 
 /// A kept connection the remote closed is replaced, and the request is
@@ -136,31 +163,24 @@ fn a_large_body_is_relayed_exactly_and_its_connection_kept() {
 /// connection is not kept.
 #[test]
 fn closed_or_ambiguous_upstream_connections_are_not_reused() {
-    let dns = standard_dns();
-    let up = KeepAlive::start();
-    let p = up.port();
-    let proxy = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
-    let get = |path: &str| {
-        let raw = format!("GET http://127.0.0.1:{p}{path} HTTP/1.1\r\n\r\n");
-        proxy.exchange(raw.as_bytes())
-    };
-    assert_eq!(status(&get("/last")), 200);
-    proxy.event();
+    let k = Kept::start();
+    assert_eq!(status(&k.get("/last")), 200);
+    k.proxy.event();
     // The remote closed after /last without saying so: the proxy finds
     // the kept connection closed and opens another.
-    assert!(get("/a").ends_with(BODY));
-    proxy.event();
-    let answer = get("/ambiguous");
+    assert!(k.get("/a").ends_with(BODY));
+    k.proxy.event();
+    let answer = k.get("/ambiguous");
     assert_eq!(status(&answer), 502, "{answer}");
     assert!(
         answer.contains("both Transfer-Encoding and Content-Length"),
         "{answer}"
     );
-    proxy.event();
-    assert!(get("/b").ends_with(BODY));
+    k.proxy.event();
+    assert!(k.get("/b").ends_with(BODY));
     // /last and /a: connections 0 and 1; /ambiguous on the kept 1, which
     // is then closed; /b on a new one.
-    assert_eq!(up.connections(), [0, 1, 1, 2]);
+    assert_eq!(k.up.connections(), [0, 1, 1, 2]);
 }
 
 /// A remote that sends an unasked-for response on a connection the proxy
@@ -168,21 +188,14 @@ fn closed_or_ambiguous_upstream_connections_are_not_reused() {
 /// request goes on a new connection and gets its own answer.
 #[test]
 fn bytes_on_an_idle_kept_connection_never_answer_the_next_request() {
-    let dns = standard_dns();
-    let up = KeepAlive::start();
-    let p = up.port();
-    let proxy = Proxy::start(&patterns(&[&format!("127.0.0.1:{p}")]), dns.addr);
-    let get = |path: &str| {
-        let raw = format!("GET http://127.0.0.1:{p}{path} HTTP/1.1\r\n\r\n");
-        proxy.exchange(raw.as_bytes())
-    };
-    assert!(get("/smuggle").ends_with(BODY));
+    let k = Kept::start();
+    assert!(k.get("/smuggle").ends_with(BODY));
     // The smuggled bytes are sent 50 ms after the answer.
     std::thread::sleep(Duration::from_millis(300));
-    let answer = get("/a");
+    let answer = k.get("/a");
     assert!(answer.ends_with(BODY), "{answer}");
     assert!(!answer.contains("evil"), "{answer}");
-    assert_eq!(up.connections(), [0, 1]);
+    assert_eq!(k.up.connections(), [0, 1]);
 }
 
 #[test]
