@@ -2,7 +2,7 @@
 //! that the automaton runs only near likely matches.
 //!
 //! Every pattern is at least `m` bytes long. The filter hashes windows of
-//! `q` bytes into a bitmap (a blocked Bloom filter: three bits in one
+//! `q` bytes into a bitmap (a blocked Bloom filter: up to six bits in one
 //! 64-bit word per window, all from one folded multiply): for each
 //! pattern, the windows starting at its offsets `0..step`, where
 //! `step = m - q + 1` (`m` capped at 32). The scanner checks the
@@ -13,15 +13,16 @@
 //! occurrence starting in `p + 1 - step ..= p`. Set bits are only a maybe:
 //! the automaton then decides.
 //!
-//! Cost: a check is about 15 instructions without a branch (an unaligned
-//! load, one 64x64->128 multiply, one bitmap load, shifts); four checks
-//! share one branch. On build-log text a check takes about 2 ns whether
-//! the bitmap is 8 KiB or 64 KiB: it is bound by instructions, not by the
-//! bitmap's loads (2026-11-27: with two bits from two multiplies and
-//! bounds-checked loads, 3.5-4.2 ns, the same at both sizes). With three
-//! bits per window 0.04% (10 secrets) to 0.07% (60) of the checks hit,
-//! against 0.16-0.35% with two, and a hit costs the automaton about half
-//! a microsecond.
+//! Cost: a check is about 17 instructions without a branch (an unaligned
+//! load, one 64x64->128 multiply, the bitmap's word, two small tables for
+//! the bits); four checks share one branch. On build-log text a check
+//! takes about 1.4 ns (2026-11-28; 1.7-2 ns when each bit's position was
+//! computed with shifts, and 3.5-4.2 ns with two multiplies and
+//! bounds-checked loads). A hit costs the automaton about half a
+//! microsecond, so the bits are chosen for few hits: on the sample of
+//! `benches/output.sh`, 0.01% of the checks with 10 secrets, 0.002% with
+//! 60 and none with 1,000 (three bits from shifts, half the bitmap:
+//! 0.04-0.08%).
 
 /// Longest pattern prefix the filter looks at: a longer prefix means fewer
 /// positions checked (one every `prefix - q + 1` bytes) but more windows
@@ -36,13 +37,12 @@ const MAX_PREFIX: usize = 32;
 const MIN_BITS: usize = 1 << 12;
 const MAX_BITS: usize = 1 << 24;
 
-/// Bitmap bits per window (rounded up to a power of two): with three bits
-/// set per window, under 0.1% of the windows of unrelated text hit (the
-/// Bloom filter's false positives; measured, BENCHMARKS.md). Fewer bits
-/// per window make the bitmap fit L1 but more windows hit: at 8, 0.19%
-/// for 60 secrets (32 KiB), and a hit costs the automaton far more than
-/// the bitmap's L2 loads cost the checks.
-const BITS_PER_WINDOW: usize = 16;
+/// Bitmap bits per window (rounded up to a power of two): 5-6 bits set per
+/// window, and 32 bits per window, keep a word's bits sparse enough for
+/// few false hits (the figures in the module's comment). At 16, the bitmap
+/// is half the size and the checks cost the same (both sizes miss L1 for
+/// 60 secrets), but 15 times as many checks hit with 10 secrets.
+const BITS_PER_WINDOW: usize = 32;
 
 /// The hash's multiplier (2^64 / golden ratio, odd).
 const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -121,8 +121,7 @@ impl Filter {
     #[inline]
     fn hash(&self, window: u64) -> (usize, u64) {
         let x = fold(window & self.mask);
-        let mask = 1u64 << (x >> 58) | 1u64 << (x >> 52 & 63) | 1u64 << (x >> 46 & 63);
-        (index(x & self.words), mask)
+        (index(x & self.words), bits_of(x))
     }
 
     /// Whether the bits of `window` are set, the slow way (for a window
@@ -148,10 +147,8 @@ impl Filter {
         // SAFETY: `x & self.words` is at most `self.words`, which is
         // `self.bits.len() - 1` (set in `new`, never changed).
         let word = unsafe { *self.bits.get_unchecked(index(x & self.words)) };
-        // The same three bits as in `hash` (`wrapping_shr` takes the count
-        // modulo 64, which `shr` does for free).
-        let bit = |shift: u32| word.wrapping_shr(u32::try_from(x >> shift & 63).unwrap_or(0));
-        u32::from(bit(58) & bit(52) & bit(46) & 1 == 1)
+        let bits = bits_of(x);
+        u32::from(word & bits == bits)
     }
 
     /// Checks the windows of `hay` at `p`, `p + step`, ... Returns `Ok(p)`
@@ -188,6 +185,46 @@ impl Filter {
         }
         Err(p)
     }
+}
+
+/// The bits a window sets (or tests) in its word of the bitmap: the union
+/// of two masks of [`BITS_PER_MASK`] bits, one picked by each of the top two
+/// bytes of its hash (the word is picked by the low bits). Two table loads
+/// and an `or`, instead of a shift and a test per bit, with 16 bits of the
+/// hash behind the choice of bits (see [`BITS_PER_WINDOW`]).
+#[inline(always)]
+fn bits_of(x: u64) -> u64 {
+    HIGH[index(x >> 56)] | LOW[index(x >> 48 & 0xff)]
+}
+
+/// Bits set in each mask of [`HIGH`] and [`LOW`].
+const BITS_PER_MASK: u32 = 3;
+
+/// The masks [`bits_of`] picks from, by the hash's top byte and by the one
+/// below it.
+static HIGH: [u64; 256] = masks(0x2026_1128);
+static LOW: [u64; 256] = masks(0x1234_5678);
+
+/// 256 words of [`BITS_PER_MASK`] bits each, at positions from a fixed
+/// sequence (splitmix64 from `seed`): every build has the same table.
+const fn masks(seed: u64) -> [u64; 256] {
+    let mut table = [0u64; 256];
+    let mut state = seed;
+    let mut i = 0;
+    while i < table.len() {
+        let mut mask = 0u64;
+        while mask.count_ones() < BITS_PER_MASK {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            mask |= 1 << (z >> 58);
+        }
+        table[i] = mask;
+        i += 1;
+    }
+    table
 }
 
 /// A folded multiply: the two halves of the 128-bit product of `w` and an
@@ -300,15 +337,107 @@ mod tests {
         }
     }
 
+    /// A build log's worth of text (the kinds of line of
+    /// `benches/output.sh`: timestamps, compiler lines, paths, hex hashes,
+    /// numbers), from a fixed seed.
+    fn build_log(bytes: usize, rng: &mut impl FnMut() -> u64) -> Vec<u8> {
+        let words = [
+            "buffer", "config", "handler", "parser", "cache", "stream", "token",
+        ];
+        let crates = [
+            "serde", "tokio", "rustix", "memchr", "regex", "clap", "libc",
+        ];
+        let pick = |list: &[&'static str], r: u64| list[usize::try_from(r).unwrap() % list.len()];
+        let mut log = String::new();
+        while log.len() < bytes {
+            let (a, b, c) = (rng(), rng(), rng());
+            let stamp = format!("2026-11-28T07:{:02}:{:02}.{:03}Z", a % 60, b % 60, c % 1000);
+            let line = match a % 5 {
+                0 => format!(
+                    "{stamp}    Compiling {} v0.{}.{}",
+                    pick(&crates, b),
+                    b % 40,
+                    c % 20
+                ),
+                1 => format!(
+                    "{stamp} cc -O2 -Wall -c src/{}_{}.c -o target/{:016x}.o",
+                    pick(&words, b),
+                    pick(&words, c),
+                    rng()
+                ),
+                2 => format!(
+                    "{stamp} fetch {} sha256:{:016x}{:016x}{:016x}{:016x}",
+                    pick(&crates, b),
+                    rng(),
+                    rng(),
+                    rng(),
+                    rng()
+                ),
+                3 => format!(
+                    "{stamp} test {}::{} ... ok ({}ms)",
+                    pick(&words, b),
+                    pick(&words, c),
+                    c % 900
+                ),
+                _ => format!(
+                    "{stamp} commit {:016x}{:016x}{:08x} [{}/400] building src/{}.rs",
+                    rng(),
+                    rng(),
+                    c,
+                    b % 400,
+                    pick(&words, c)
+                ),
+            };
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log.into_bytes()
+    }
+
     #[test]
-    fn unrelated_text_mostly_misses() {
-        let patterns: Vec<&[u8]> = vec![b"secret-value", b"736563726574"];
-        let f = Filter::new(patterns.iter().copied(), 12);
-        let hay =
-            b"   Compiling proc-macro2 v1.0.79\n   Compiling unicode-ident v1.0.12\n".repeat(10);
+    fn a_build_log_almost_never_wakes_the_automaton() {
+        // Each hit costs the automaton about half a microsecond, as much as
+        // a few hundred checks: a hash whose bits depend on one another, or
+        // too full a bitmap, shows here as many more hits. Three bits per
+        // window from shifts, with half the bitmap, gave 30, 9 and 35 hits
+        // in these 41,945 checks; two masks from tables give 2, 1 and 10.
+        use base64::Engine as _;
+        let mut state = 0x2026_1128_u64;
+        let mut rng = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let log = build_log(1 << 20, &mut rng);
+        for n in [10, 60, 1000] {
+            let secrets: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let raw: Vec<u8> = (0..24 + rng() % 17)
+                        .map(|_| rng().to_le_bytes()[0])
+                        .collect();
+                    base64::engine::general_purpose::STANDARD
+                        .encode(raw)
+                        .into_bytes()
+                })
+                .collect();
+            let refs: Vec<&[u8]> = secrets.iter().map(Vec::as_slice).collect();
+            let patterns = crate::Patterns::new(&refs).unwrap();
+            let f = &patterns.matcher().unwrap().filter;
+            let (checks, hits) = count(f, &log);
+            assert!(checks > 40_000, "{n} secrets: {checks} checks");
+            assert!(
+                hits * 2_000 < checks,
+                "{n} secrets: {hits} hits in {checks} checks"
+            );
+        }
+    }
+
+    /// How many windows `f` checks in `hay`, and how many of them hit.
+    fn count(f: &Filter, hay: &[u8]) -> (usize, usize) {
         let (mut checks, mut hits, mut p) = (0, 0, 0);
         loop {
-            match f.find(&hay, p) {
+            match f.find(hay, p) {
                 Ok(at) => {
                     hits += 1;
                     checks += (at - p) / f.step() + 1;
@@ -316,10 +445,19 @@ mod tests {
                 }
                 Err(end) => {
                     checks += (end - p) / f.step();
-                    break;
+                    return (checks, hits);
                 }
             }
         }
+    }
+
+    #[test]
+    fn unrelated_text_mostly_misses() {
+        let patterns: Vec<&[u8]> = vec![b"secret-value", b"736563726574"];
+        let f = Filter::new(patterns.iter().copied(), 12);
+        let hay =
+            b"   Compiling proc-macro2 v1.0.79\n   Compiling unicode-ident v1.0.12\n".repeat(10);
+        let (checks, hits) = count(&f, &hay);
         assert!(checks > 80, "{checks}");
         assert!(hits * 10 < checks, "{hits} hits in {checks} checks");
     }
