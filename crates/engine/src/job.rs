@@ -477,7 +477,7 @@ fn run_with_secrets(
             });
         // Fail closed: without its proxy, a job that needs the network
         // does not run at all; nor does one that cannot be watched.
-        let mut stream = Stream::new(redactor, ctx.max_output);
+        let mut stream = output::Stream::new(redactor, ctx.max_output);
         let mut outcome = match (&proxy, &unwatched) {
             (Ok(_), None) => run_steps(
                 &mut sandbox,
@@ -498,10 +498,10 @@ fn run_with_secrets(
         for e in masks.take().events.into_iter().chain(masks.unreported()) {
             ctx.bus.emit(e);
         }
-        if stream.dropped > 0 {
+        if stream.dropped() > 0 {
             ctx.bus.emit(Event::OutputDropped {
                 job: plan.id.clone(),
-                bytes: stream.dropped,
+                bytes: stream.dropped(),
             });
         }
         let contained_now = contained.lock().ok().and_then(|c| c.clone());
@@ -579,7 +579,7 @@ fn run_steps(
     ctx: &JobContext<'_>,
     deadline: Instant,
     secret_env: &[(String, String)],
-    stream: &mut Stream,
+    stream: &mut output::Stream,
     watched: &Watched<'_>,
 ) -> JobOutcome {
     let job = plan.id.as_str();
@@ -689,115 +689,17 @@ fn layer_names(config: &SandboxConfig) -> Vec<String> {
     .collect()
 }
 
-/// What a job's output path carries from one step to the next.
-struct Stream {
-    /// Masks every form of the job's secrets and registered values; `None`
-    /// while there are none.
-    redactor: Option<Redactor>,
-    /// The generation of the masks the redactor has ([`Masks::take`]).
-    generation: u64,
-    /// Most output bytes kept ([`JobContext::max_output`]).
-    limit: u64,
-    /// Output bytes kept so far.
-    kept: u64,
-    /// Output bytes dropped past the limit.
-    dropped: u64,
-}
-
-impl Stream {
-    fn new(redactor: Option<Redactor>, limit: u64) -> Stream {
-        Stream {
-            redactor,
-            generation: 0,
-            limit,
-            kept: 0,
-            dropped: 0,
-        }
-    }
-
-    /// Reads the job's mask channel and brings the redactor up to date,
-    /// handing on what registering values gave.
-    fn sync(&mut self, masks: &Masks, handoff: &mut output::Handoff) {
-        let current = masks.take();
-        for e in current.events {
-            handoff.event(e);
-        }
-        if current.generation != self.generation {
-            self.generation = current.generation;
-            if let Some(p) = current.patterns {
-                match self.redactor.as_mut() {
-                    Some(r) => r.set_patterns(p),
-                    None => self.redactor = Some(Redactor::new(p)),
-                }
-            }
-        }
-    }
-
-    /// Redacts the part of `d` within the limit and hands it on; the rest
-    /// is counted and dropped. At the limit the redactor's held-back bytes
-    /// are dropped too, never released: they may be the first bytes of a
-    /// secret whose last ones the limit cut off.
-    fn data(&mut self, d: &[u8], job: &str, handoff: &mut output::Handoff) {
-        let room = self.limit.saturating_sub(self.kept);
-        let keep = usize::try_from(room).map_or(d.len(), |room| room.min(d.len()));
-        let (kept, dropped) = d.split_at(keep);
-        if !kept.is_empty() {
-            self.kept += len64(kept.len());
-            let mut clean = handoff.buffer();
-            match self.redactor.as_mut() {
-                Some(r) => r.push(kept, &mut clean),
-                None => clean.extend_from_slice(kept),
-            }
-            handoff.data(clean);
-        }
-        if dropped.is_empty() {
-            return;
-        }
-        if self.dropped == 0 {
-            if let Some(r) = self.redactor.as_mut() {
-                let mut held = Zeroizing::new(Vec::new());
-                r.finish(&mut held);
-            }
-            handoff.end();
-            handoff.event(Event::OutputLimited {
-                job: job.into(),
-                limit: self.limit,
-            });
-        }
-        self.dropped += len64(dropped.len());
-    }
-
-    /// Releases what the redactor holds back that can no longer start a
-    /// secret (an idle tick), or everything (`end`, a step's end).
-    fn release(&mut self, end: bool, handoff: &mut output::Handoff) {
-        if let Some(r) = self.redactor.as_mut() {
-            let mut clean = handoff.buffer();
-            if end {
-                r.finish(&mut clean);
-            } else {
-                r.flush_safe(&mut clean);
-            }
-            handoff.data(clean);
-        }
-    }
-}
-
-/// A length as a byte count.
-fn len64(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
-
 /// Runs one step's command, its output flowing through two threads: this
-/// one reads the sandbox, registers the job's masks and redacts; the
-/// step's output thread cuts the redacted bytes into lines and hands them
-/// to the subscribers. Returns once the output thread has delivered every
+/// one reads the sandbox; the step's output thread reads the job's masks,
+/// redacts, cuts the redacted bytes into lines and hands them to the
+/// subscribers (`output`). Returns once the output thread has delivered every
 /// line, so nothing of the step follows its `StepFinished`. `Err` is the
 /// reason the step failed without an outcome.
 fn run_command(
     sandbox: &mut Sandbox,
     command: &CommandSpec,
     deadline: Instant,
-    stream: &mut Stream,
+    stream: &mut output::Stream,
     job: &str,
     ctx: &JobContext<'_>,
     watched: &Watched<'_>,
@@ -812,30 +714,18 @@ fn run_command(
     std::thread::scope(|scope| {
         let printer = std::thread::Builder::new()
             .name(format!("out-{job}"))
-            .spawn_scoped(scope, move || pieces.deliver(job, bus))
+            .spawn_scoped(scope, move || pieces.deliver(job, bus, stream, masks))
             .map_err(|e| format!("cannot start the step's output thread: {e}"))?;
-        // Redaction happens here, before the queue: no subscriber can see
-        // a byte the redactor has not. The mask channel is read after the
-        // output and before it is redacted: a value the job registered
-        // before it wrote that output is masked in it.
         let result = sandbox.run(command, deadline, &mut |o| match o {
             Output::Data(d) => {
-                stream.sync(masks, &mut handoff);
                 let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 last_output.store(now, Ordering::Relaxed);
-                stream.data(d, job, &mut handoff);
+                handoff.data(d);
             }
-            Output::Idle => {
-                stream.sync(masks, &mut handoff);
-                // Release only what can no longer start a secret, so live
-                // output does not stall and nothing leaks.
-                stream.release(false, &mut handoff);
-                handoff.idle();
-            }
+            Output::Idle => handoff.idle(),
         });
-        stream.sync(masks, &mut handoff);
-        stream.release(true, &mut handoff);
-        // Hanging up ends the output thread once it has delivered it all.
+        // Hanging up ends the output thread once it has redacted and
+        // delivered it all.
         drop(handoff);
         if let Err(panic) = printer.join() {
             std::panic::resume_unwind(panic);

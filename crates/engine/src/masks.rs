@@ -2,8 +2,8 @@
 //! values it registers while it runs (lines it writes to its mask
 //! channel, [`sandbox::MASK_PATH`]).
 //!
-//! Two threads redact what a job produces: the job thread its output, the
-//! monitor thread the job's words in its records (the arguments of an
+//! Two threads redact what a job produces: the step's output thread its
+//! output, the monitor thread the job's words in its records (the arguments of an
 //! exec, a host name it asked for). A job that registers a value and uses
 //! it at once, `echo "$TOKEN" > /run/airlock/mask; curl -H
 //! "Authorization: Bearer $TOKEN" ...`, must find it masked in both,
@@ -46,11 +46,11 @@ struct Inner {
     added: usize,
     /// Values refused so far.
     refused: usize,
-    /// `MaskAdded` and `MaskRefused` not yet handed to the job thread.
+    /// `MaskAdded` and `MaskRefused` not yet taken by the output thread.
     events: Vec<Event>,
 }
 
-/// The patterns in force, as the job thread takes them.
+/// The patterns in force, as the step's output thread takes them.
 pub(crate) struct Current {
     pub(crate) generation: u64,
     pub(crate) patterns: Option<Arc<Patterns>>,
@@ -106,8 +106,8 @@ impl Masks {
     }
 
     /// [`Masks::current`], with its generation and the events of the
-    /// values registered since the last call (for the job thread, which
-    /// emits them in order with the output).
+    /// values registered since the last call (for the step's output
+    /// thread, which emits them in order with the output).
     pub(crate) fn take(&self) -> Current {
         let mut inner = self.lock();
         inner.read(&self.job);

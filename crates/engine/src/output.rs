@@ -1,4 +1,5 @@
-//! Cutting a job's output stream into lines for the subscribers.
+//! Redacting a job's output stream and cutting it into lines for the
+//! subscribers.
 //!
 //! Output arrives in arbitrary chunks. Complete lines are passed on at once;
 //! a partial line is passed on (marked partial) when the job has been quiet
@@ -6,56 +7,65 @@
 //! as `Compiling...` shows up live instead of waiting for its newline.
 //!
 //! Each step's output is delivered on a thread of its own: the job thread
-//! reads the sandbox and redacts, then hands the redacted chunks through a
-//! bounded queue ([`handoff`]) to the step's output thread, which cuts them
-//! into lines for the subscribers ([`Pieces::deliver`]). The two halves run
-//! on two cores at once, so redaction does not add to the time a job's
-//! output takes to reach its subscribers.
+//! reads the sandbox and hands the raw chunks through a bounded queue
+//! ([`handoff`]) to the step's output thread, which reads the job's mask
+//! channel, redacts ([`Stream`]) and cuts the redacted bytes into lines for
+//! the subscribers ([`Pieces::deliver`]). No subscriber sees a byte before
+//! the redactor has.
+//!
+//! Why redaction is on the output thread and not the job thread: a chatty
+//! job's own processes (writing into the pipe) and the job thread (reading
+//! it) wait on each other and end up sharing a core, which they keep busy,
+//! while the output thread has time to spare on another. Redacting on the
+//! job thread made a job writing 1 GiB about 6% slower with secrets than
+//! without on two cores; on the output thread, see BENCHMARKS.md,
+//! "Redaction end to end".
 
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
+use redact::Redactor;
+use zeroize::Zeroizing;
+
 use crate::event::{Bus, Event, Line};
+use crate::masks::Masks;
 
 /// Longest line passed on in one piece.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// Redacted chunks that may wait for the output thread: enough to ride out
-/// a slow subscriber for a moment, few enough to bound the memory a chatty
-/// job can make the runner hold (about this many reads of the sandbox's
-/// output, 4 MiB at most).
+/// Chunks that may wait for the output thread: enough to ride out a slow
+/// subscriber for a moment, few enough to bound the memory a chatty job
+/// can make the runner hold (about this many reads of the sandbox's output,
+/// 4 MiB at most).
 const QUEUE: usize = 16;
 
 /// Capacity of a new chunk buffer: one read of the sandbox's output.
 const CHUNK: usize = sandbox::READ_CHUNK;
 
+/// A chunk of the job's output as read, not yet redacted: zeroed when it
+/// is dropped, as it may hold a secret.
+type Raw = Zeroizing<Vec<u8>>;
+
 /// What the job thread hands a step's output thread, in the order it
 /// happened.
 pub(crate) enum Piece {
-    /// Output bytes, already redacted.
-    Data(Vec<u8>),
-    /// The job has been quiet: pass on a partial line and flush.
+    /// Output bytes, as the job wrote them.
+    Data(Raw),
+    /// The job has been quiet: release what can no longer start a secret,
+    /// pass on a partial line and flush.
     Idle,
-    /// No more output will be kept (its limit): pass on what is left as a
-    /// whole line.
-    End,
-    /// An event that belongs between the output around it (e.g. a refused
-    /// mask), so the subscribers see it there.
-    Event(Event),
 }
 
 /// The job thread's end of a step's output queue.
 pub(crate) struct Handoff {
     queue: SyncSender<Piece>,
     /// Buffers the output thread is done with, to be filled again.
-    spare: Receiver<Vec<u8>>,
-    /// A buffer that went unsent (the redactor held everything back).
-    unsent: Option<Vec<u8>>,
+    spare: Receiver<Raw>,
 }
 
 /// The output thread's end of a step's output queue.
 pub(crate) struct Pieces {
     queue: Receiver<Piece>,
-    spare: Sender<Vec<u8>>,
+    spare: Sender<Raw>,
 }
 
 /// A step's output queue: its job thread's end and its output thread's.
@@ -63,11 +73,7 @@ pub(crate) fn handoff() -> (Handoff, Pieces) {
     let (queue, pieces) = mpsc::sync_channel(QUEUE);
     let (give_back, spare) = mpsc::channel();
     (
-        Handoff {
-            queue,
-            spare,
-            unsent: None,
-        },
+        Handoff { queue, spare },
         Pieces {
             queue: pieces,
             spare: give_back,
@@ -76,38 +82,24 @@ pub(crate) fn handoff() -> (Handoff, Pieces) {
 }
 
 impl Handoff {
-    /// An empty buffer to fill with redacted output; reused, so a step
-    /// allocates only as many as are in flight at once.
-    pub fn buffer(&mut self) -> Vec<u8> {
-        self.unsent
-            .take()
-            .or_else(|| self.spare.try_recv().ok())
-            .unwrap_or_else(|| Vec::with_capacity(CHUNK))
-    }
-
-    /// Hands `data` on (keeping the buffer for next time if it is empty).
-    /// Blocks while the queue is full: a job cannot outrun its subscribers.
-    pub fn data(&mut self, data: Vec<u8>) {
+    /// Hands a copy of `data` on, in a reused buffer, so a step allocates
+    /// only as many as are in flight at once. Blocks while the queue is
+    /// full: a job cannot outrun its subscribers.
+    pub fn data(&mut self, data: &[u8]) {
         if data.is_empty() {
-            self.unsent = Some(data);
-        } else {
-            self.send(Piece::Data(data));
+            return;
         }
+        let mut raw = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Zeroizing::new(Vec::with_capacity(CHUNK)));
+        raw.extend_from_slice(data);
+        self.send(Piece::Data(raw));
     }
 
     /// The job has been quiet.
     pub fn idle(&mut self) {
         self.send(Piece::Idle);
-    }
-
-    /// No more output will be kept.
-    pub fn end(&mut self) {
-        self.send(Piece::End);
-    }
-
-    /// Publishes `event` after the output handed on so far.
-    pub fn event(&mut self, event: Event) {
-        self.send(Piece::Event(event));
     }
 
     fn send(&mut self, piece: Piece) {
@@ -118,31 +110,172 @@ impl Handoff {
 }
 
 impl Pieces {
-    /// Cuts the pieces into lines and publishes them on `bus` as `job`'s,
-    /// until the job thread hangs up (the step ended); then passes on what
-    /// is left and flushes.
-    pub fn deliver(self, job: &str, bus: &Bus<'_>) {
-        let mut lines = Lines::default();
-        let mut emit = |batch: &[Line<'_>]| bus.output(job, batch);
+    /// Redacts the pieces with `stream`, cuts them into lines and publishes
+    /// them on `bus` as `job`'s, until the job thread hangs up (the step
+    /// ended); then releases and passes on what is left, and flushes.
+    ///
+    /// The job's mask channel is read before each chunk is redacted: a
+    /// value the job registered before it wrote that output is masked in
+    /// it.
+    pub fn deliver(self, job: &str, bus: &Bus<'_>, stream: &mut Stream, masks: &Masks) {
+        let mut out = Delivery {
+            job,
+            bus,
+            lines: Lines::default(),
+        };
         for piece in self.queue {
+            stream.sync(masks, &out);
             match piece {
                 Piece::Data(mut data) => {
-                    lines.push(&data, &mut emit);
+                    stream.data(&data, &mut out);
                     data.clear();
                     // The job thread may have finished the step already.
                     let _ = self.spare.send(data);
                 }
                 Piece::Idle => {
-                    lines.idle(&mut emit);
+                    // Release only what can no longer start a secret, so
+                    // live output does not stall and nothing leaks.
+                    stream.release(false, &mut out);
+                    out.lines.idle(&mut |batch| bus.output(job, batch));
                     bus.flush();
                 }
-                Piece::End => lines.finish(&mut emit),
-                Piece::Event(event) => bus.emit(event),
             }
         }
-        lines.finish(&mut emit);
+        stream.sync(masks, &out);
+        stream.release(true, &mut out);
+        out.lines.finish(&mut |batch| bus.output(job, batch));
         bus.flush();
     }
+}
+
+/// Where a step's redacted output goes: its lines, to the bus.
+struct Delivery<'a> {
+    job: &'a str,
+    bus: &'a Bus<'a>,
+    lines: Lines,
+}
+
+impl Delivery<'_> {
+    /// Passes on redacted bytes.
+    fn push(&mut self, clean: &[u8]) {
+        let (job, bus) = (self.job, self.bus);
+        self.lines.push(clean, &mut |batch| bus.output(job, batch));
+    }
+
+    /// No more output will be kept: passes on what is left as a whole line.
+    fn end(&mut self) {
+        let (job, bus) = (self.job, self.bus);
+        self.lines.finish(&mut |batch| bus.output(job, batch));
+    }
+}
+
+/// A job's output stream on its way to the subscribers, over all its
+/// steps: the redactor, and the limit on what is kept.
+pub(crate) struct Stream {
+    /// Masks every form of the job's secrets and registered values; `None`
+    /// while there are none.
+    redactor: Option<Redactor>,
+    /// The generation of the masks the redactor has ([`Masks::take`]).
+    generation: u64,
+    /// Most output bytes kept ([`crate::job::JobContext::max_output`]).
+    limit: u64,
+    /// Output bytes kept so far.
+    kept: u64,
+    /// Output bytes dropped past the limit.
+    dropped: u64,
+    /// The redactor's output, reused from chunk to chunk.
+    clean: Vec<u8>,
+}
+
+impl Stream {
+    pub(crate) fn new(redactor: Option<Redactor>, limit: u64) -> Stream {
+        Stream {
+            redactor,
+            generation: 0,
+            limit,
+            kept: 0,
+            dropped: 0,
+            clean: Vec::new(),
+        }
+    }
+
+    /// Output bytes dropped past the limit so far.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Reads the job's mask channel and brings the redactor up to date,
+    /// publishing what registering values gave.
+    fn sync(&mut self, masks: &Masks, out: &Delivery<'_>) {
+        let current = masks.take();
+        for e in current.events {
+            out.bus.emit(e);
+        }
+        if current.generation != self.generation {
+            self.generation = current.generation;
+            if let Some(p) = current.patterns {
+                match self.redactor.as_mut() {
+                    Some(r) => r.set_patterns(p),
+                    None => self.redactor = Some(Redactor::new(p)),
+                }
+            }
+        }
+    }
+
+    /// Redacts the part of `d` within the limit and passes it on; the rest
+    /// is counted and dropped. At the limit the redactor's held-back bytes
+    /// are dropped too, never released: they may be the first bytes of a
+    /// secret whose last ones the limit cut off.
+    fn data(&mut self, d: &[u8], out: &mut Delivery<'_>) {
+        let room = self.limit.saturating_sub(self.kept);
+        let keep = usize::try_from(room).map_or(d.len(), |room| room.min(d.len()));
+        let (kept, dropped) = d.split_at(keep);
+        if !kept.is_empty() {
+            self.kept += len64(kept.len());
+            match self.redactor.as_mut() {
+                Some(r) => {
+                    r.push(kept, &mut self.clean);
+                    out.push(&self.clean);
+                    self.clean.clear();
+                }
+                None => out.push(kept),
+            }
+        }
+        if dropped.is_empty() {
+            return;
+        }
+        if self.dropped == 0 {
+            if let Some(r) = self.redactor.as_mut() {
+                let mut held = Zeroizing::new(Vec::new());
+                r.finish(&mut held);
+            }
+            out.end();
+            out.bus.emit(Event::OutputLimited {
+                job: out.job.into(),
+                limit: self.limit,
+            });
+        }
+        self.dropped += len64(dropped.len());
+    }
+
+    /// Releases what the redactor holds back that can no longer start a
+    /// secret (an idle tick), or everything (`end`, a step's end).
+    fn release(&mut self, end: bool, out: &mut Delivery<'_>) {
+        if let Some(r) = self.redactor.as_mut() {
+            if end {
+                r.finish(&mut self.clean);
+            } else {
+                r.flush_safe(&mut self.clean);
+            }
+            out.push(&self.clean);
+            self.clean.clear();
+        }
+    }
+}
+
+/// A length as a byte count.
+fn len64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// Line assembler for one command's output.

@@ -506,7 +506,8 @@ impl Sandbox {
         drop(out_w);
 
         let mut out_open = true;
-        let mut chunk = vec![0u8; READ_CHUNK];
+        // Output before redaction may hold a secret: zeroed when dropped.
+        let mut chunk = Zeroizing::new(vec![0u8; READ_CHUNK]);
         loop {
             let now = Instant::now();
             if now >= deadline {
