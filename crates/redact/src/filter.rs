@@ -19,10 +19,9 @@
 //! takes about 1.4 ns (2026-11-28; 1.7-2 ns when each bit's position was
 //! computed with shifts, and 3.5-4.2 ns with two multiplies and
 //! bounds-checked loads). A hit costs the automaton about half a
-//! microsecond, so the bits are chosen for few hits: on the sample of
-//! `benches/output.sh`, 0.01% of the checks with 10 secrets, 0.002% with
-//! 60 and none with 1,000 (three bits from shifts, half the bitmap:
-//! 0.04-0.08%).
+//! microsecond, so the bits are chosen for few hits: about 0.01-0.03% of
+//! the checks on build-log text, with 10, 60 or 1,000 secrets (three bits
+//! from shifts: 0.02-0.08%).
 
 /// Longest pattern prefix the filter looks at: a longer prefix means fewer
 /// positions checked (one every `prefix - q + 1` bytes) but more windows
@@ -37,12 +36,15 @@ const MAX_PREFIX: usize = 32;
 const MIN_BITS: usize = 1 << 12;
 const MAX_BITS: usize = 1 << 24;
 
-/// Bitmap bits per window (rounded up to a power of two): 5-6 bits set per
-/// window, and 32 bits per window, keep a word's bits sparse enough for
-/// few false hits (the figures in the module's comment). At 16, the bitmap
-/// is half the size and the checks cost the same (both sizes miss L1 for
-/// 60 secrets), but 15 times as many checks hit with 10 secrets.
-const BITS_PER_WINDOW: usize = 32;
+/// Bitmap bits per window (rounded up to a power of two), with 5-6 bits set
+/// per window: few false hits (the figures in the module's comment), in a
+/// bitmap small enough to stay in the cache between the chunks of a chatty
+/// job. At 32 the hits were fewer still (2, 1 and 10 in the test's 41,945
+/// checks, against 6, 5 and 12), but the bitmap twice as large: 128 KiB
+/// for 60 secrets, which the output thread's other work (lines, the log
+/// file's writes) pushes out of the core's cache between chunks. At 8,
+/// 28-111 hits.
+const BITS_PER_WINDOW: usize = 16;
 
 /// The hash's multiplier (2^64 / golden ratio, odd).
 const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -399,8 +401,8 @@ mod tests {
         // Each hit costs the automaton about half a microsecond, as much as
         // a few hundred checks: a hash whose bits depend on one another, or
         // too full a bitmap, shows here as many more hits. Three bits per
-        // window from shifts, with half the bitmap, gave 30, 9 and 35 hits
-        // in these 41,945 checks; two masks from tables give 2, 1 and 10.
+        // window from shifts gave 30, 9 and 35 hits in these 41,945
+        // checks; two masks from tables give 6, 5 and 12.
         use base64::Engine as _;
         let mut state = 0x2026_1128_u64;
         let mut rng = move || {

@@ -72,6 +72,14 @@ impl Redactor {
     /// longest pattern, that begins some pattern (usually nothing after a
     /// line break).
     pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        self.push_each(input, &mut |piece| append(out, piece));
+    }
+
+    /// [`push`](Redactor::push), handing the safe bytes to `emit` in
+    /// pieces instead of copying them into a buffer: slices of the bytes
+    /// held back, of `input`, and [`MASK`], in order. Saves a copy of the
+    /// stream when the caller can take the pieces where they are.
+    pub fn push_each(&mut self, input: &[u8], emit: &mut impl FnMut(&[u8])) {
         if input.is_empty() {
             return;
         }
@@ -83,7 +91,7 @@ impl Redactor {
             });
         self.pos += len64(input.len());
         let safe = self.safe(input);
-        self.release(input, base, safe, out);
+        self.release(input, base, safe, emit);
     }
 
     /// Releases the held-back bytes that cannot be part of an occurrence,
@@ -103,7 +111,7 @@ impl Redactor {
     pub fn flush_safe(&mut self, out: &mut Vec<u8>) {
         let safe = self.safe(&[]);
         let base = self.pos;
-        self.release(&[], base, safe, out);
+        self.release(&[], base, safe, &mut |piece| append(out, piece));
     }
 
     /// Ends the stream: releases everything held back, masking the
@@ -114,7 +122,7 @@ impl Redactor {
         self.scanner
             .finish(self.patterns.matcher(), &mut |s, e| add_run(runs, s, e));
         let end = self.pos;
-        self.release(&[], end, end, out);
+        self.release(&[], end, end, &mut |piece| append(out, piece));
         self.runs.clear();
         self.mask_written = false;
         self.held.clear();
@@ -171,19 +179,19 @@ impl Redactor {
         self.pos - len64(pending)
     }
 
-    /// Writes out bytes `released..safe`, from `self.held` (which starts at
-    /// `released`) and `chunk` (which starts at `chunk_base`, where the held
-    /// bytes end), and keeps the rest held back.
-    fn release(&mut self, chunk: &[u8], chunk_base: u64, safe: u64, out: &mut Vec<u8>) {
+    /// Hands `emit` bytes `released..safe`, from `self.held` (which starts
+    /// at `released`) and `chunk` (which starts at `chunk_base`, where the
+    /// held bytes end), masked, and keeps the rest held back.
+    fn release(&mut self, chunk: &[u8], chunk_base: u64, safe: u64, emit: &mut impl FnMut(&[u8])) {
         let held_base = self.released;
-        let copy = |out: &mut Vec<u8>, from: u64, to: u64| {
+        let copy = |emit: &mut dyn FnMut(&[u8]), from: u64, to: u64| {
             let (from, to) = (offset(from, held_base), offset(to, held_base));
             let split = offset(chunk_base, held_base);
             if from < split {
-                out.extend_from_slice(&self.held[from..to.min(split)]);
+                emit(&self.held[from..to.min(split)]);
             }
             if to > split {
-                append(out, &chunk[from.max(split) - split..to - split]);
+                emit(&chunk[from.max(split) - split..to - split]);
             }
         };
         let mut at = self.released;
@@ -197,18 +205,18 @@ impl Redactor {
                         continue;
                     }
                     if !self.mask_written {
-                        out.extend_from_slice(MASK);
+                        emit(MASK);
                         self.mask_written = true;
                     }
                     at = e.min(safe);
                 }
                 Some((s, _)) => {
                     let to = s.min(safe);
-                    copy(out, at, to);
+                    copy(emit, at, to);
                     at = to;
                 }
                 None => {
-                    copy(out, at, safe);
+                    copy(emit, at, safe);
                     at = safe;
                 }
             }
@@ -217,7 +225,7 @@ impl Redactor {
         // whatever comes next: its mask can be written now, so that a
         // finished secret shows as masked without waiting for more output.
         if self.runs.front().is_some_and(|&(s, _)| s == at) && !self.mask_written {
-            out.extend_from_slice(MASK);
+            emit(MASK);
             self.mask_written = true;
         }
         // Keep `at..pos` held back.
