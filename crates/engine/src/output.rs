@@ -82,19 +82,20 @@ pub(crate) fn handoff() -> (Handoff, Pieces) {
 }
 
 impl Handoff {
-    /// Hands a copy of `data` on, in a reused buffer, so a step allocates
-    /// only as many as are in flight at once. Blocks while the queue is
-    /// full: a job cannot outrun its subscribers.
-    pub fn data(&mut self, data: &[u8]) {
+    /// Hands `data`'s buffer on as it is, leaving in its place one the
+    /// output thread is done with (or a new one), so a step allocates only
+    /// as many as are in flight at once and the bytes are not copied.
+    /// Blocks while the queue is full: a job cannot outrun its subscribers.
+    pub fn data(&mut self, data: &mut Raw) {
         if data.is_empty() {
             return;
         }
-        let mut raw = self
+        let spare = self
             .spare
             .try_recv()
             .unwrap_or_else(|_| Zeroizing::new(Vec::with_capacity(CHUNK)));
-        raw.extend_from_slice(data);
-        self.send(Piece::Data(raw));
+        let full = std::mem::replace(data, spare);
+        self.send(Piece::Data(full));
     }
 
     /// The job has been quiet.
@@ -183,7 +184,7 @@ pub(crate) struct Stream {
     kept: u64,
     /// Output bytes dropped past the limit.
     dropped: u64,
-    /// The redactor's output, reused from chunk to chunk.
+    /// The redactor's output on idle ticks and at a step's end, reused.
     clean: Vec<u8>,
 }
 
@@ -233,11 +234,8 @@ impl Stream {
         if !kept.is_empty() {
             self.kept += len64(kept.len());
             match self.redactor.as_mut() {
-                Some(r) => {
-                    r.push(kept, &mut self.clean);
-                    out.push(&self.clean);
-                    self.clean.clear();
-                }
+                // The redacted bytes go on where they are, uncopied.
+                Some(r) => r.push_each(kept, &mut |piece| out.push(piece)),
                 None => out.push(kept),
             }
         }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use rustix::buffer::spare_capacity;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
@@ -95,8 +96,13 @@ pub const NOBODY: u32 = 65534;
 /// A part of the output stream of a running command.
 #[derive(Debug)]
 pub enum Output<'a> {
-    /// Bytes the command wrote to stdout or stderr (merged, in order).
-    Data(&'a [u8]),
+    /// Bytes the command wrote to stdout or stderr (merged, in order), in
+    /// the buffer they were read into (up to [`READ_CHUNK`] of them). The
+    /// callback may take the buffer, leaving another in its place (of any
+    /// capacity; taking it saves a copy): the next bytes are read into
+    /// whatever buffer is there, emptied first. Output before redaction may
+    /// hold a secret, hence a buffer zeroed when dropped.
+    Data(&'a mut Zeroizing<Vec<u8>>),
     /// Nothing arrived for [`IDLE_TICK`].
     Idle,
 }
@@ -506,8 +512,7 @@ impl Sandbox {
         drop(out_w);
 
         let mut out_open = true;
-        // Output before redaction may hold a secret: zeroed when dropped.
-        let mut chunk = Zeroizing::new(vec![0u8; READ_CHUNK]);
+        let mut chunk = Zeroizing::new(Vec::with_capacity(READ_CHUNK));
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -921,13 +926,15 @@ fn sealed_memfd(name: &str, value: &[u8]) -> Result<OwnedFd, SandboxError> {
 /// Reads what is available now; `false` at end of file.
 fn read_available(
     fd: &OwnedFd,
-    chunk: &mut [u8],
+    chunk: &mut Zeroizing<Vec<u8>>,
     on_output: &mut dyn FnMut(Output<'_>),
 ) -> Result<bool, SandboxError> {
     loop {
-        match rustix::io::read(fd, &mut *chunk) {
+        chunk.clear();
+        chunk.reserve(READ_CHUNK);
+        match rustix::io::read(fd, spare_capacity(&mut **chunk)) {
             Ok(0) => return Ok(false),
-            Ok(n) => on_output(Output::Data(chunk.get(..n).unwrap_or_default())),
+            Ok(_) => on_output(Output::Data(chunk)),
             Err(Errno::AGAIN) => return Ok(true),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(SandboxError::io("read the command's output", e)),
@@ -937,7 +944,7 @@ fn read_available(
 
 /// Takes whatever is buffered in the pipe, ignoring errors (best effort at
 /// the end of a command).
-fn drain(fd: &OwnedFd, chunk: &mut [u8], on_output: &mut dyn FnMut(Output<'_>)) {
+fn drain(fd: &OwnedFd, chunk: &mut Zeroizing<Vec<u8>>, on_output: &mut dyn FnMut(Output<'_>)) {
     let _ = read_available(fd, chunk, on_output);
 }
 
