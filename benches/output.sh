@@ -22,6 +22,10 @@
 #   SECRETS   secret counts to compare, space-separated; the first is the
 #             baseline [default: "0 10 60"; a job may lease at most 63]
 #   OUT       results directory [default: target/bench/output]
+#   BEFORE    another airlock binary (say, a build of an earlier commit) to
+#             run beside AIRLOCK in the same rounds, each of its commands
+#             named "before: N secrets": a before/after comparison that the
+#             drift between sessions cannot blur [default: none]
 #
 # Writes OUT/output.json (every run's time, per command, and the
 # statistics), OUT/rounds/*.json (hyperfine's export of each round),
@@ -68,6 +72,11 @@ if [[ ! -x "$airlock" ]]; then
     [[ -x "$airlock" ]] || die "cargo build did not produce $airlock"
 fi
 airlock="$(cd "$(dirname "$airlock")" && pwd)/$(basename "$airlock")"
+before="${BEFORE:-}"
+if [[ -n "$before" ]]; then
+    [[ -x "$before" ]] || die "BEFORE=$before is not an executable file"
+    before="$(cd "$(dirname "$before")" && pwd)/$(basename "$before")"
+fi
 
 # A fresh state directory (database, secret store and its key, run logs):
 # nothing of this benchmark lands in the real one. Removed however the
@@ -193,6 +202,7 @@ rm -rf -- "$home/runs"
     echo "home fs:   $(stat -f -c %T "$home")"
     echo "hyperfine: $(hyperfine --version)"
     echo "airlock:   $("$airlock" --version) ($airlock)"
+    [[ -z "$before" ]] || echo "before:    $("$before" --version) ($before)"
     echo "checkout:  $(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)${AIRLOCK:+ (the binary came from AIRLOCK and may be of another tree)}"
     echo "job:       $bytes bytes to stdout ($repeat x a 1 MiB sample); secrets: $counts"
     echo "runs:      $runs interleaved rounds (warmup $warmup), output to /dev/null"
@@ -211,15 +221,22 @@ fi
 # Warmup rounds (besides the check above), untimed.
 for ((w = 0; w < warmup; w++)); do
     for n in $counts; do
-        rm -rf -- "$home/runs"
-        "$airlock" --home "$home" run "$work/out-$n.yml" >/dev/null
+        for bin in "$airlock" $before; do
+            rm -rf -- "$home/runs"
+            "$bin" --home "$home" run "$work/out-$n.yml" >/dev/null
+        done
     done
 done
 
 # The measured rounds: hyperfine runs each command once, in an order
 # rotated by one every round. --prepare (untimed): delete the previous
 # run's log and wait for the disk.
-read -r -a order <<<"$counts"
+# Each command as "NAME|BINARY|COUNT".
+order=()
+for n in $counts; do
+    order+=("$n secrets|$airlock|$n")
+    [[ -z "$before" ]] || order+=("before: $n secrets|$before|$n")
+done
 rm -rf -- "$out/rounds"
 mkdir -p "$out/rounds"
 : >"$out/load.txt"
@@ -228,8 +245,8 @@ for ((r = 0; r < runs; r++)); do
     commands=()
     k=${#order[@]}
     for ((i = 0; i < k; i++)); do
-        n=${order[$(((i + r) % k))]}
-        commands+=(-n "$n secrets" "$airlock --home $home run $work/out-$n.yml")
+        IFS='|' read -r name bin n <<<"${order[$(((i + r) % k))]}"
+        commands+=(-n "$name" "$bin --home $home run $work/out-$n.yml")
     done
     echo "round $((r + 1))/$runs (CPUs ${busy}% busy with other work before it)"
     echo "$((r + 1)) $busy $(cut -d' ' -f1 /proc/loadavg)" >>"$out/load.txt"
@@ -240,14 +257,16 @@ for ((r = 0; r < runs; r++)); do
 done
 
 echo
-BENCHES="$root/benches" python3 - "$out" "$bytes" "$counts" <<'PY' | tee "$out/summary.txt"
+BENCHES="$root/benches" python3 - "$out" "$bytes" "$counts" "${before:+before}" <<'PY' | tee "$out/summary.txt"
 import glob, json, os, statistics, sys
 
 sys.path.insert(0, os.environ["BENCHES"])
 import stats as bench_stats
 
 out, size, counts = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
-names = [f"{n} secrets" for n in counts]
+# The binaries compared: this one, and the one given as BEFORE.
+groups = [""] + (["before: "] if sys.argv[4] else [])
+names = [f"{g}{n} secrets" for g in groups for n in counts]
 runs = {name: [] for name in names}
 for path in sorted(glob.glob(os.path.join(out, "rounds", "*.json"))):
     for r in json.load(open(path))["results"]:
@@ -268,30 +287,46 @@ rows = [stats(n) for n in names]
 json.dump({"method": "interleaved rounds, rotated order, rm + sync before each run",
            "cpu_busy_before_rounds_percent": busy, "results": rows},
           open(os.path.join(out, "output.json"), "w"), indent=2)
+by_name = {r["command"]: r for r in rows}
 base = rows[0]
-print(f"{'command':<12} {'mean s':>8} {'σ':>6} {'median':>8} {'min':>8} {'max':>8} {'MB/s':>7} "
+print(f"{'command':<20} {'mean s':>8} {'σ':>6} {'median':>8} {'min':>8} {'max':>8} {'MB/s':>7} "
       f"{'overhead':>9} {'user':>6} {'sys':>6}   ({len(base['times'])} rounds)")
+def baseline(name):
+    """The same binary's run with the first count of secrets."""
+    group = name[: len(name) - len(name.split(": ")[-1])]
+    return by_name[f"{group}{counts[0]} secrets"]
+
 for r in rows:
-    over = (r["mean"] / base["mean"] - 1) * 100
-    print(f"{r['command']:<12} {r['mean']:8.3f} {r['stddev']:6.3f} {r['median']:8.3f} "
+    over = (r["mean"] / baseline(r["command"])["mean"] - 1) * 100
+    print(f"{r['command']:<20} {r['mean']:8.3f} {r['stddev']:6.3f} {r['median']:8.3f} "
           f"{r['min']:8.3f} {r['max']:8.3f} {size / r['mean'] / 1e6:7.1f} {over:+8.1f}% "
           f"{r['user']:6.2f} {r['system']:6.2f}")
 print()
 print(f"CPUs busy with other work before the rounds: {min(busy)}-{max(busy)}% "
       f"(median {statistics.median(busy)}%)")
-for r in rows[1:]:
+def compare(r, base, goal):
+    """Prints `r` against `base`: overheads, interval, and the goal."""
     mean = (r["mean"] / base["mean"] - 1) * 100
     med = (r["median"] / base["median"] - 1) * 100
     # Paired: each round's run against the baseline's run of the same
     # round, which saw the same machine; less sensitive to drift.
     paired = statistics.median(t / b - 1 for t, b in zip(r["times"], base["times"])) * 100
+    verdict = f" (goal: at most +5%) -> {'MET' if max(mean, med) <= 5 else 'NOT MET'}" if goal else ""
     print(f"{r['command']} vs {base['command']}: {mean:+.1f}% by mean, {med:+.1f}% by median, "
-          f"{paired:+.1f}% by the median of the rounds' ratios "
-          f"(goal: at most +5%) -> {'MET' if max(mean, med) <= 5 else 'NOT MET'}")
+          f"{paired:+.1f}% by the median of the rounds' ratios{verdict}")
     ci = bench_stats.overhead_interval(r["times"], base["times"])
     if ci:
-        print(f"  95% interval of the overhead by mean (bootstrap over rounds): "
-              f"{ci[0]:+.1f}% to {ci[1]:+.1f}%; {bench_stats.against(ci, 5)}")
+        print(f"  95% interval of the change by mean (bootstrap over rounds): "
+              f"{ci[0]:+.1f}% to {ci[1]:+.1f}%" + (f"; {bench_stats.against(ci, 5)}" if goal else ""))
+
+# Secrets against none, for each binary (the goal); then each count of
+# this binary against the same count of BEFORE's.
+for r in rows:
+    if r is not baseline(r["command"]):
+        compare(r, baseline(r["command"]), goal=True)
+for n in counts:
+    if len(groups) > 1:
+        compare(by_name[f"{n} secrets"], by_name[f"before: {n} secrets"], goal=False)
 PY
 echo
 echo "results: $out/output.json, $out/rounds/, $out/summary.txt, $out/machine.txt"
