@@ -586,7 +586,8 @@ impl SecretStore {
         })
     }
 
-    /// The leases that match `filter`, oldest first. Never values.
+    /// The leases that match `filter`, oldest first (leases granted in the
+    /// same instant by run, job and secret). Never values.
     pub fn leases(&self, filter: &LeaseFilter) -> Result<Vec<LeaseInfo>, SecretsError> {
         let inner = self.lock();
         let mut stmt = inner
@@ -596,7 +597,7 @@ impl SecretStore {
                  FROM leases
                  WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR secret = ?2)
                    AND (?3 IS NULL OR state = ?3)
-                 ORDER BY granted_at, id",
+                 ORDER BY granted_at, run_id, job, secret, id",
             )
             .map_err(self.sql("list leases"))?;
         stmt.query_map(params![filter.run, filter.secret, filter.state], |row| {
