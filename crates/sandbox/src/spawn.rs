@@ -97,10 +97,10 @@ pub const NOBODY: u32 = 65534;
 #[derive(Debug)]
 pub enum Output<'a> {
     /// Bytes the command wrote to stdout or stderr (merged, in order), in
-    /// the buffer they were read into (up to [`READ_CHUNK`] of them). The
-    /// callback may take the buffer, leaving another in its place (of any
-    /// capacity; taking it saves a copy): the next bytes are read into
-    /// whatever buffer is there, emptied first. Output before redaction may
+    /// the buffer they were read into (as many as its capacity holds, which
+    /// is at least [`READ_CHUNK`]). The callback may take the buffer,
+    /// leaving another in its place (taking it saves a copy): the next
+    /// bytes are read into whatever buffer is there, emptied first. Output before redaction may
     /// hold a secret, hence a buffer zeroed when dropped.
     Data(&'a mut Zeroizing<Vec<u8>>),
     /// Nothing arrived for [`IDLE_TICK`].
