@@ -137,14 +137,13 @@ impl Pieces {
                     // Release only what can no longer start a secret, so
                     // live output does not stall and nothing leaks.
                     stream.release(false, &mut out);
-                    out.lines.idle(&mut |batch| bus.output(job, batch));
-                    bus.flush();
+                    out.idle();
                 }
             }
         }
         stream.sync(masks, &out);
         stream.release(true, &mut out);
-        out.lines.finish(&mut |batch| bus.output(job, batch));
+        out.end();
         bus.flush();
     }
 }
@@ -163,7 +162,16 @@ impl Delivery<'_> {
         self.lines.push(clean, &mut |batch| bus.output(job, batch));
     }
 
-    /// No more output will be kept: passes on what is left as a whole line.
+    /// The job has been quiet: passes on a pending partial line, and
+    /// flushes.
+    fn idle(&mut self) {
+        let (job, bus) = (self.job, self.bus);
+        self.lines.idle(&mut |batch| bus.output(job, batch));
+        bus.flush();
+    }
+
+    /// No more output will be kept (its limit, or the step's end): passes
+    /// on what is left as a whole line.
     fn end(&mut self) {
         let (job, bus) = (self.job, self.bus);
         self.lines.finish(&mut |batch| bus.output(job, batch));

@@ -167,8 +167,9 @@ impl Check<'_> {
             ));
         }
 
-        let name_at = get(top, "name").map(|e| e.value.loc);
-        let name = match get(top, "name") {
+        let name_entry = get(top, "name");
+        let name_at = name_entry.map(|e| e.value.loc);
+        let name = match name_entry {
             Some(e) => {
                 let name = self.text(&e.value, "a pipeline name", &what("name", ctx))?;
                 if !names::is_id(name) {
