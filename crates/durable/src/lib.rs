@@ -1,10 +1,13 @@
 //! Airlock's local files, shared by the crates that keep state on disk
-//! (`secrets`, `audit`): [`fs`], private directories and files (0700 and
-//! 0600) and durable atomic writes; [`time`], wall-clock timestamps in
-//! milliseconds, written as RFC 3339 UTC.
+//! (`state`, `secrets`, `audit`): [`fs`], private directories and files
+//! (0700 and 0600) and durable atomic writes; [`time`], wall-clock
+//! timestamps in milliseconds, written as RFC 3339 UTC; with the `sqlite`
+//! feature, `sqlite`, the settings every Airlock database shares.
 #![deny(missing_docs)]
 
 pub mod fs;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod time;
 
 pub use time::Timestamp;

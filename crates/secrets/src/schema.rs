@@ -104,20 +104,12 @@ pub(crate) fn open(path: &Path) -> Result<Connection, SecretsError> {
         .map_err(open_err)?;
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(open_err)?;
-    let journal: String = conn
-        .pragma_query_value(None, "journal_mode", |row| row.get(0))
-        .map_err(open_err)?;
+    let journal = durable::sqlite::use_wal(&conn, BUSY_TIMEOUT).map_err(open_err)?;
     if !journal.eq_ignore_ascii_case("wal") {
-        // WAL is persistent; only the first opener of a new file switches it.
-        let journal: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_err)?;
-        if !journal.eq_ignore_ascii_case("wal") {
-            return Err(SecretsError::NoWal {
-                path: path.to_owned(),
-                mode: journal,
-            });
-        }
+        return Err(SecretsError::NoWal {
+            path: path.to_owned(),
+            mode: journal,
+        });
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(open_err)?;

@@ -217,20 +217,12 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StateError> {
     let mut conn = Connection::open(path).map_err(open_err)?;
     // First, so that everything below waits for other connections' locks.
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-    let journal: String = conn
-        .pragma_query_value(None, "journal_mode", |row| row.get(0))
-        .map_err(open_err)?;
+    let journal = durable::sqlite::use_wal(&conn, BUSY_TIMEOUT).map_err(open_err)?;
     if !journal.eq_ignore_ascii_case("wal") {
-        // WAL is persistent; only the first opener of a new file switches it.
-        let journal: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_err)?;
-        if !journal.eq_ignore_ascii_case("wal") {
-            return Err(StateError::NoWal {
-                path: path.to_owned(),
-                mode: journal,
-            });
-        }
+        return Err(StateError::NoWal {
+            path: path.to_owned(),
+            mode: journal,
+        });
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_err)?;
