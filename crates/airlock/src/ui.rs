@@ -244,12 +244,12 @@ impl Subscriber for Terminal {
             Event::OutputLimited { job, limit } => {
                 let what = format!(
                     "warning: output past {} is not kept or shown; the job runs on (--max-output)",
-                    size(*limit)
+                    spec::format_size(*limit)
                 );
                 self.line(job, &self.styled("33", &what));
             }
             Event::OutputDropped { job, bytes } => {
-                let what = format!("warning: {} of output dropped", size(*bytes));
+                let what = format!("warning: {} of output dropped", spec::format_size(*bytes));
                 self.line(job, &self.styled("33", &what));
             }
             Event::Egress {
@@ -386,37 +386,5 @@ pub fn seconds(d: Duration) -> String {
     } else {
         let whole = d.as_secs();
         format!("{}m{:02}s", whole / 60, whole % 60)
-    }
-}
-
-/// `3355443` -> `3.2 MiB`, `2147483648` -> `2 GiB`, `900` -> `900 bytes`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
-    for (unit, shift) in UNITS {
-        let one = 1u64 << shift;
-        if bytes >= one {
-            if bytes.is_multiple_of(one) {
-                return format!("{} {unit}", bytes >> shift);
-            }
-            // Display only: a byte count far beyond 2^53 loses nothing
-            // that one decimal shows.
-            #[allow(clippy::cast_precision_loss)]
-            let value = bytes as f64 / one as f64;
-            return format!("{value:.1} {unit}");
-        }
-    }
-    format!("{bytes} bytes")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::size;
-
-    #[test]
-    fn sizes_read_in_the_largest_whole_unit() {
-        assert_eq!(size(900), "900 bytes");
-        assert_eq!(size(2 << 30), "2 GiB");
-        assert_eq!(size(3_355_443), "3.2 MiB");
-        assert_eq!(size(1024), "1 KiB");
     }
 }

@@ -543,7 +543,7 @@ e2e!(memory_bomb_fails_with_memory_limit, |w| {
         bomb["reason"]
             .as_str()
             .unwrap()
-            .starts_with("memory limit (64MiB) exceeded"),
+            .starts_with("memory limit (64 MiB) exceeded"),
         "{bomb}"
     );
 });
@@ -1163,7 +1163,7 @@ jobs:
         "every byte below the limit is kept"
     );
     assert!(longest('y') < 2, "nothing past the limit is kept");
-    assert!(log.contains("── output past 1MiB is not kept; the job runs on"));
+    assert!(log.contains("── output past 1 MiB is not kept; the job runs on"));
     // The secret's first bytes, held back when the limit cut it, are
     // dropped with the rest, not released.
     assert_no_file_holds(w.home.path(), &[&secret[..10]]);

@@ -942,7 +942,7 @@ fn collect_artifacts(sandbox: &Sandbox, plan: &JobPlan, run_dir: &Path) -> Resul
 /// The limit a step ran into, from the cgroup's event counters.
 fn limit_reason(limits: &Limits, before: Events, after: Events) -> Option<String> {
     if after.oom_kills > before.oom_kills {
-        let limit = limits.memory.map(bytes).unwrap_or_else(|| "?".into());
+        let limit = limits.memory.map(spec::format_size).unwrap_or_else(|| "?".into());
         return Some(format!(
             "memory limit ({limit}) exceeded: the kernel killed a process of the job (OOM)"
         ));
@@ -958,18 +958,6 @@ fn limit_reason(limits: &Limits, before: Events, after: Events) -> Option<String
         ));
     }
     None
-}
-
-/// `536870912` -> `512MiB`.
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["GiB", "MiB", "KiB", "B"];
-    for (i, unit) in UNITS.iter().enumerate() {
-        let size = 1u64 << (10 * (3 - i));
-        if n >= size && n.is_multiple_of(size) {
-            return format!("{}{unit}", n / size);
-        }
-    }
-    format!("{n}B")
 }
 
 fn failed(exit_code: Option<i32>, reason: String, refused: bool) -> JobOutcome {

@@ -355,7 +355,7 @@ impl Subscriber for LogFiles {
                 writeln!(w, "── {status}{code} in {}", crate::job::human(*took))
             }),
             Event::OutputLimited { job, limit } => self.with(job, |w| {
-                let limit = crate::job::bytes(*limit);
+                let limit = spec::format_size(*limit);
                 writeln!(w, "── output past {limit} is not kept; the job runs on")
             }),
             Event::JobFinished { job, .. } => {

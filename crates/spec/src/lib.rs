@@ -32,7 +32,7 @@ use std::path::Path;
 
 pub use error::{SpecError, UnknownJob};
 pub use model::*;
-pub use units::{parse_duration, parse_size};
+pub use units::{format_size, parse_duration, parse_size};
 
 /// Whether `s` is a valid pipeline name or job id
 /// (`[a-z0-9][a-z0-9_-]{0,63}`).

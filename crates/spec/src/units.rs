@@ -56,6 +56,28 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     value.checked_mul(multiplier).ok_or_else(too_large)
 }
 
+/// A size for people to read, in the largest binary unit it reaches:
+/// `3355443` -> `3.2 MiB`, `2147483648` -> `2 GiB`, `900` -> `900 bytes`.
+/// A whole number of the unit has no decimals, so a size from
+/// [`parse_size`] (`512MiB`) reads back as given.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    for (unit, shift) in UNITS {
+        let one = 1u64 << shift;
+        if bytes >= one {
+            if bytes.is_multiple_of(one) {
+                return format!("{} {unit}", bytes >> shift);
+            }
+            // Display only: a byte count far beyond 2^53 loses nothing
+            // that one decimal shows.
+            #[allow(clippy::cast_precision_loss)]
+            let value = bytes as f64 / one as f64;
+            return format!("{value:.1} {unit}");
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// Duration units, largest first, in milliseconds.
 const DURATION_UNITS: &[(&str, u64)] = &[("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)];
 
@@ -124,6 +146,18 @@ mod tests {
         assert_eq!(parse_size("1\tTB"), Ok(1_000_000_000_000));
         assert_eq!(parse_size("3K"), Ok(3072));
         assert_eq!(parse_size("16777215TiB"), Ok(16_777_215 << 40));
+    }
+
+    #[test]
+    fn sizes_read_in_the_largest_whole_unit() {
+        assert_eq!(format_size(900), "900 bytes");
+        assert_eq!(format_size(1024), "1 KiB");
+        assert_eq!(format_size(3_355_443), "3.2 MiB");
+        assert_eq!(format_size(2 << 30), "2 GiB");
+        assert_eq!(format_size(5 << 40), "5 TiB");
+        for given in ["512 MiB", "1 GiB", "64 KiB"] {
+            assert_eq!(format_size(parse_size(given).expect(given)), given);
+        }
     }
 
     #[test]
