@@ -942,7 +942,10 @@ fn collect_artifacts(sandbox: &Sandbox, plan: &JobPlan, run_dir: &Path) -> Resul
 /// The limit a step ran into, from the cgroup's event counters.
 fn limit_reason(limits: &Limits, before: Events, after: Events) -> Option<String> {
     if after.oom_kills > before.oom_kills {
-        let limit = limits.memory.map(spec::format_size).unwrap_or_else(|| "?".into());
+        let limit = limits
+            .memory
+            .map(spec::format_size)
+            .unwrap_or_else(|| "?".into());
         return Some(format!(
             "memory limit ({limit}) exceeded: the kernel killed a process of the job (OOM)"
         ));

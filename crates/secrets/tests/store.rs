@@ -1438,3 +1438,73 @@ fn lease_all_is_all_or_nothing_and_revoke_all_ends_them() {
         .iter()
         .all(|l| l.state == LeaseState::Revoked));
 }
+
+/// Environment variable naming the home a child test process writes to.
+const CHILD_HOME: &str = "AIRLOCK_SECRETS_TEST_CHILD_HOME";
+/// The child's number, which names the secret it sets.
+const CHILD_NUMBER: &str = "AIRLOCK_SECRETS_TEST_CHILD_NUMBER";
+
+/// Not a test of its own: the body of the child processes of
+/// `concurrent_processes_share_a_new_store`; does nothing unless
+/// `CHILD_HOME` is set.
+#[test]
+fn child_process_sets_a_secret() {
+    let (Some(home), Some(n)) = (
+        std::env::var_os(CHILD_HOME),
+        std::env::var(CHILD_NUMBER).ok(),
+    ) else {
+        return;
+    };
+    let store = SecretStore::open(Path::new(&home), KeySource::Home).expect("child open");
+    store
+        .set(
+            &format!("TOKEN_{n}"),
+            format!("value-of-child-{n}").as_bytes(),
+            &scopes(&["p/*"]),
+            IfExists::Fail,
+        )
+        .expect("child set");
+}
+
+/// Processes that open one new home at the same moment agree on one key
+/// and one database: each one's secret opens afterwards. (Two used to
+/// fail with "database is locked" when both switched the new database to
+/// WAL; two keys would leave some secrets sealed with a key no one has.)
+#[test]
+fn concurrent_processes_share_a_new_store() {
+    const CHILDREN: usize = 4;
+    for _ in 0..5 {
+        let dir = home();
+        let exe = std::env::current_exe().expect("test binary");
+        let children: Vec<_> = (0..CHILDREN)
+            .map(|n| {
+                std::process::Command::new(&exe)
+                    .args(["--exact", "child_process_sets_a_secret", "--test-threads=1"])
+                    .env(CHILD_HOME, dir.path())
+                    .env(CHILD_NUMBER, n.to_string())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn child")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait child");
+            assert!(
+                out.status.success(),
+                "child failed: {}\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let store = open(dir.path());
+        assert_eq!(store.list().expect("list").len(), CHILDREN);
+        for n in 0..CHILDREN {
+            assert_eq!(
+                lease_value(&store, &format!("TOKEN_{n}"), "p", "j"),
+                format!("value-of-child-{n}").as_bytes()
+            );
+        }
+    }
+}
