@@ -1196,6 +1196,51 @@ fn audit_verify(w: &World) -> Ran {
     w.airlock(&["audit", "verify"])
 }
 
+// Runs started at the same moment on a new home, as a CI host's first
+// jobs are, each get a run of their own, and the audit log holds every
+// one of them. (Opening a new database at once used to fail one of them
+// with "database is locked", in about one round of 20.)
+e2e!(runs_started_at_once_on_a_new_home_all_land, |w| {
+    const RUNS: usize = 4;
+    let file = w.pipeline("ok.yml", "version: 1\njobs:\n  a:\n    steps: [\"true\"]\n");
+    for round in 0..5 {
+        let home = w.files.path().join(format!("home-{round}"));
+        let airlock = |args: &[&str]| {
+            let mut cmd = Command::new(BIN);
+            cmd.arg("--home").arg(&home).args(args).stdin(Stdio::null());
+            cmd
+        };
+        let children: Vec<_> = (0..RUNS)
+            .map(|_| {
+                airlock(&["run", file.to_str().unwrap(), "--json"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for child in children {
+            let r = ran(child.wait_with_output().unwrap());
+            assert_eq!(r.code, 0, "round {round}: {}", r.stderr);
+            let doc: Value = serde_json::from_str(&r.stdout).unwrap();
+            assert_eq!(doc["status"], "success", "{doc}");
+            ids.push(doc["run"].as_u64().unwrap());
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2, 3, 4]);
+        let verify = ran(airlock(&["audit", "verify"]).output().unwrap());
+        assert_eq!(verify.code, 0, "{}", verify.stderr);
+        let shown = ran(airlock(&["audit", "show", "--json"]).output().unwrap());
+        let finished = shown
+            .stdout
+            .lines()
+            .filter(|l| l.contains("\"run_finished\""))
+            .count();
+        assert_eq!(finished, RUNS, "{}", shown.stdout);
+    }
+});
+
 e2e!(audit_log_records_every_kind_of_event, |w| {
     // Store changes: set, rotate, remove.
     set_secret(w, "AUDIT_TOKEN", "audit-token-value-1", "audited/*");
