@@ -54,3 +54,52 @@ pub fn code_of(e: &anyhow::Error) -> i32 {
         _ => EXIT_INTERNAL,
     }
 }
+
+/// `e` and its causes, for standard error, each said once. Most of our
+/// errors already end with their cause (`cannot create directory X: Not a
+/// directory`), so a cause whose text is already there is left out;
+/// anyhow's `{:#}` would repeat it.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        // A home below a file: the store's error names its cause.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").expect("write");
+        let home = file.join("home");
+        let said =
+            std::io::Error::from_raw_os_error(rustix::io::Errno::NOTDIR.raw_os_error()).to_string();
+        let e = anyhow::Error::new(state::Store::open(&home).expect_err("not a directory"))
+            .context("cannot open the state directory");
+        // What anyhow alone says, the cause twice:
+        assert_eq!(format!("{e:#}").matches(&said).count(), 2, "{e:#}");
+        assert_eq!(
+            describe(&e),
+            format!(
+                "cannot open the state directory: cannot create directory {}: {said}",
+                home.display()
+            )
+        );
+        // A cause that its error does not name is still said.
+        let bare = anyhow::anyhow!("disk full").context("cannot write the log");
+        assert_eq!(describe(&bare), "cannot write the log: disk full");
+    }
+}

@@ -197,9 +197,9 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = exit::code_of(&e);
             if code == EXIT_INTERNAL {
-                eprintln!("airlock: internal error: {e:#}");
+                eprintln!("airlock: internal error: {}", exit::describe(&e));
             } else {
-                eprintln!("airlock: {e:#}");
+                eprintln!("airlock: {}", exit::describe(&e));
             }
             code
         }
