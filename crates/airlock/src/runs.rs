@@ -114,6 +114,9 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
                         duration(step.duration_ms)
                     )?;
                 }
+                if let Some(cut) = job.output_cut {
+                    writeln!(out, "    log: {}", cut_line(cut))?;
+                }
                 if !job.artifacts.is_empty() {
                     writeln!(out, "    artifacts: {}", job.artifacts.join(", "))?;
                 }
@@ -128,6 +131,19 @@ pub fn runs(store: &Store, command: RunsCommand) -> Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// Where a job's log was cut, for `runs show`.
+fn cut_line(cut: state::OutputCut) -> String {
+    let limit = spec::format_size(cut.limit);
+    if cut.dropped == 0 {
+        format!("cut at {limit} (--max-output): the output past it was not kept")
+    } else {
+        format!(
+            "cut at {limit} (--max-output): {} more output was not kept",
+            spec::format_size(cut.dropped)
+        )
+    }
 }
 
 /// Most processes `runs show` lists per job (`--json` has them all).

@@ -1177,6 +1177,16 @@ jobs:
     assert_eq!(dropped.len(), 2, "{dropped:?}");
     assert_eq!(dropped[0]["limit"], 1_048_576);
     assert_eq!(dropped[1]["bytes"], 2_097_189);
+    // The run record says where the log was cut.
+    let record = w.show("1");
+    let cut = &job(&record, "cut")["output_cut"];
+    assert_eq!(cut["limit"], 1_048_576, "{cut}");
+    assert_eq!(cut["dropped"], 2_097_189, "{cut}");
+    let shown = w.airlock(&["runs", "show", "1"]).stdout;
+    assert!(
+        shown.contains("log: cut at 1 MiB (--max-output): 2.0 MiB more output was not kept"),
+        "{shown}"
+    );
 });
 
 /// The kinds of the audit log's entries, in order.

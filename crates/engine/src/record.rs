@@ -175,6 +175,12 @@ impl Subscriber for Recorder<'_> {
                     learned.insert(job.clone(), (endpoints.clone(), binaries.clone()));
                 }
             }
+            Event::OutputLimited { job, limit } => {
+                self.keep(store.output_limited(run, job, *limit));
+            }
+            Event::OutputDropped { job, bytes } => {
+                self.keep(store.output_dropped(run, job, *bytes));
+            }
             Event::RunStarted { .. }
             | Event::AlertsSuppressed { .. }
             | Event::SandboxReady { .. }
@@ -182,8 +188,6 @@ impl Subscriber for Recorder<'_> {
             | Event::SecretLeased { .. }
             | Event::MaskAdded { .. }
             | Event::MaskRefused { .. }
-            | Event::OutputLimited { .. }
-            | Event::OutputDropped { .. }
             | Event::SecretRevoked { .. } => {}
         }
     }

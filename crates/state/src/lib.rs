@@ -27,8 +27,8 @@ mod time;
 
 pub use error::StateError;
 pub use model::{
-    Egress, JobEnd, JobRecord, NewJob, NewRun, ParseStatusError, RunId, RunRecord, RunSummary,
-    Status, StepRecord,
+    Egress, JobEnd, JobRecord, NewJob, NewRun, OutputCut, ParseStatusError, RunId, RunRecord,
+    RunSummary, Status, StepRecord,
 };
 pub use monitoring::{Alert, Baseline, FileChange, Incident, Process, MAX_BASELINE_VALUES};
 pub use store::Store;

@@ -251,6 +251,19 @@ pub struct JobRecord {
     pub processes: Vec<crate::monitoring::Process>,
     /// Files it created or changed in its workspace.
     pub files: Vec<crate::monitoring::FileChange>,
+    /// Where its log was cut, if its output reached the limit.
+    pub output_cut: Option<OutputCut>,
+}
+
+/// A job's output reached its limit (`--max-output`): what came after was
+/// neither kept nor shown, and the job ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OutputCut {
+    /// The limit, in bytes: the log holds this much of the output.
+    pub limit: u64,
+    /// Bytes the job wrote past it (counted as the job ends; 0 until then,
+    /// or if the runner died first).
+    pub dropped: u64,
 }
 
 /// One connection (or DNS query) of a job through its egress proxy.

@@ -200,6 +200,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE processes ADD COLUMN argv_at_exec INTEGER NOT NULL DEFAULT 0
         CHECK (argv_at_exec IN (0, 1));
     ",
+    // 6: where a job's log was cut (`--max-output`): the limit its output
+    // reached (NULL if it never did) and how many bytes it wrote past it.
+    r"
+    ALTER TABLE jobs ADD COLUMN output_limit INTEGER CHECK (output_limit > 0);
+    ALTER TABLE jobs ADD COLUMN output_dropped INTEGER NOT NULL DEFAULT 0
+        CHECK (output_dropped >= 0);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -19,7 +19,8 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use crate::error::StateError;
 use crate::fs;
 use crate::model::{
-    duration, Egress, JobEnd, JobRecord, NewRun, RunId, RunRecord, RunSummary, Status, StepRecord,
+    duration, Egress, JobEnd, JobRecord, NewRun, OutputCut, RunId, RunRecord, RunSummary, Status,
+    StepRecord,
 };
 use crate::process::{self, Liveness, RunnerIdentity};
 use crate::schema;
@@ -309,6 +310,40 @@ impl Store {
         tx.commit().map_err(err())
     }
 
+    /// Records that `job`'s output reached `limit` bytes: its log holds no
+    /// more.
+    pub fn output_limited(&self, run: RunId, job: &str, limit: u64) -> Result<(), StateError> {
+        self.set_job_column(run, job, "output_limit", limit, "record the output limit")
+    }
+
+    /// Records how many bytes `job` wrote past its output limit.
+    pub fn output_dropped(&self, run: RunId, job: &str, bytes: u64) -> Result<(), StateError> {
+        self.set_job_column(run, job, "output_dropped", bytes, "record dropped output")
+    }
+
+    /// Sets one counter `column` (a name from this file, never input) of
+    /// `job` of `run`.
+    fn set_job_column(
+        &self,
+        run: RunId,
+        job: &str,
+        column: &'static str,
+        value: u64,
+        action: &'static str,
+    ) -> Result<(), StateError> {
+        let conn = self.lock();
+        let changed = conn
+            .execute(
+                &format!("UPDATE jobs SET {column} = ?3 WHERE run_id = ?1 AND name = ?2"),
+                params![run, job, i64::try_from(value).unwrap_or(i64::MAX)],
+            )
+            .map_err(self.run_sql(run, action))?;
+        if changed == 0 {
+            return Err(self.missing_job(&conn, run, job));
+        }
+        Ok(())
+    }
+
     /// Records one connection of `job`'s egress proxy (`egress.at` is when
     /// it ended).
     pub fn egress(&self, run: RunId, job: &str, egress: &Egress) -> Result<(), StateError> {
@@ -382,7 +417,7 @@ impl Store {
         let mut jobs: Vec<(i64, JobRecord)> = tx
             .prepare_cached(
                 "SELECT id, name, needs, status, exit_code, reason, started_at, finished_at,
-                        log_path, artifacts, execs, execs_lost
+                        log_path, artifacts, execs, execs_lost, output_limit, output_dropped
                  FROM jobs WHERE run_id = ?1 ORDER BY position",
             )
             .and_then(|mut stmt| {
@@ -677,6 +712,8 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
     let started_at: Option<Timestamp> = row.get(6)?;
     let finished_at: Option<Timestamp> = row.get(7)?;
+    let output_limit: Option<i64> = row.get(12)?;
+    let output_dropped: i64 = row.get(13)?;
     Ok((
         row.get(0)?,
         JobRecord {
@@ -698,6 +735,10 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
             execs_lost: u64::try_from(row.get::<_, i64>(11)?).unwrap_or(0),
             processes: Vec::new(),
             files: Vec::new(),
+            output_cut: output_limit.map(|limit| OutputCut {
+                limit: u64::try_from(limit).unwrap_or(0),
+                dropped: u64::try_from(output_dropped).unwrap_or(0),
+            }),
         },
     ))
 }

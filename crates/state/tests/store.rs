@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use state::{Egress, JobEnd, NewJob, NewRun, StateError, Status, Store, Timestamp};
+use state::{Egress, JobEnd, NewJob, NewRun, OutputCut, StateError, Status, Store, Timestamp};
 use tempfile::TempDir;
 
 /// Whole milliseconds from `a` to `b`.
@@ -287,6 +287,49 @@ fn run_record_json_shape() {
     assert_eq!(json["jobs"][0]["steps"][0]["name"], "one");
     assert_eq!(json["jobs"][0]["steps"][0]["index"], 0);
     assert!(json.get("summary").is_none(), "summary is flattened");
+}
+
+#[test]
+fn where_a_log_was_cut_is_recorded() {
+    let (_dir, store) = home();
+    let id = store
+        .begin_run(&run(
+            "demo",
+            vec![job("a", &[], &["one"]), job("b", &[], &["one"])],
+        ))
+        .expect("begin");
+    store.output_limited(id, "b", 1 << 20).expect("limited");
+    let cut = |store: &Store| {
+        let record = store.get_run(id).expect("get").expect("exists");
+        (record.jobs[0].output_cut, record.jobs[1].output_cut)
+    };
+    // Reached, and the job not yet ended: nothing counted past it yet.
+    let reached = OutputCut {
+        limit: 1 << 20,
+        dropped: 0,
+    };
+    assert_eq!(cut(&store), (None, Some(reached)));
+    store.output_dropped(id, "b", 2_097_189).expect("dropped");
+    let ended = OutputCut {
+        dropped: 2_097_189,
+        ..reached
+    };
+    assert_eq!(cut(&store), (None, Some(ended)));
+    let json =
+        serde_json::to_value(store.get_run(id).expect("get").expect("exists")).expect("serialize");
+    assert_eq!(json["jobs"][0]["output_cut"], serde_json::Value::Null);
+    assert_eq!(
+        json["jobs"][1]["output_cut"],
+        serde_json::json!({ "limit": 1_048_576, "dropped": 2_097_189 })
+    );
+    assert!(matches!(
+        store.output_limited(id, "nope", 1),
+        Err(StateError::UnknownJob { .. })
+    ));
+    assert!(matches!(
+        store.output_dropped(99, "a", 1),
+        Err(StateError::UnknownRun { .. })
+    ));
 }
 
 #[test]
@@ -947,7 +990,7 @@ fn opening_twice_is_idempotent() {
     let version: i64 = raw(&second)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .expect("version");
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }
 
 #[test]
@@ -965,7 +1008,7 @@ fn future_schema_is_refused() {
             err,
             StateError::FutureSchema {
                 found: 99,
-                supported: 5,
+                supported: 6,
                 ..
             }
         ),
@@ -1089,7 +1132,7 @@ fn version_1_database_is_migrated() {
     let version: i64 = raw(&store)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .expect("version");
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 
     let listed = store.list_runs(10).expect("list");
     assert_eq!(listed.len(), 1);
@@ -1103,6 +1146,7 @@ fn version_1_database_is_migrated() {
     assert_eq!(&record.summary, summary);
     assert_eq!(record.jobs[0].artifacts, ["out.txt"]);
     assert_eq!(record.jobs[0].steps[0].name, "one");
+    assert_eq!(record.jobs[0].output_cut, None, "no limit was recorded");
     let json = serde_json::to_value(&record).expect("serialize");
     assert_eq!(json["degraded"], serde_json::json!([]));
 
