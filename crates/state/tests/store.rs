@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use state::{Egress, JobEnd, NewJob, NewRun, OutputCut, StateError, Status, Store, Timestamp};
+use state::{
+    Egress, JobEnd, NewJob, NewRun, OutputCut, RunId, StateError, Status, Store, Timestamp,
+};
 use tempfile::TempDir;
 
 /// Whole milliseconds from `a` to `b`.
@@ -289,15 +291,20 @@ fn run_record_json_shape() {
     assert!(json.get("summary").is_none(), "summary is flattened");
 }
 
-#[test]
-fn where_a_log_was_cut_is_recorded() {
-    let (_dir, store) = home();
-    let id = store
+/// Begins a run of two jobs, `a` and `b`, of one step each.
+fn begin_jobs_a_and_b(store: &Store) -> RunId {
+    store
         .begin_run(&run(
             "demo",
             vec![job("a", &[], &["one"]), job("b", &[], &["one"])],
         ))
-        .expect("begin");
+        .expect("begin")
+}
+
+#[test]
+fn where_a_log_was_cut_is_recorded() {
+    let (_dir, store) = home();
+    let id = begin_jobs_a_and_b(&store);
     store.output_limited(id, "b", 1 << 20).expect("limited");
     let cut = |store: &Store| {
         let record = store.get_run(id).expect("get").expect("exists");
@@ -335,12 +342,7 @@ fn where_a_log_was_cut_is_recorded() {
 #[test]
 fn egress_is_recorded_per_job_in_order() {
     let (_dir, store) = home();
-    let id = store
-        .begin_run(&run(
-            "demo",
-            vec![job("a", &[], &["one"]), job("b", &[], &["one"])],
-        ))
-        .expect("begin");
+    let id = begin_jobs_a_and_b(&store);
     let allowed = Egress {
         at: Timestamp::from_unix_millis(1_700_000_000_000),
         kind: "connect".into(),
