@@ -54,8 +54,9 @@ pub fn push_for_terminal(line: &[u8], keep_colour: bool, out: &mut Vec<u8>) {
 /// Whether every byte is printable ASCII or a tab (so the line is UTF-8
 /// with nothing to escape).
 ///
-/// In blocks of 32 bytes (16 for a shorter line), each checked whole in a
-/// loop the compiler vectorises. The last block overlaps the one before
+/// In blocks of 32 bytes (of 16 for a line of 16 to 31 bytes; a shorter
+/// one byte by byte), each checked whole in a loop the compiler
+/// vectorises. The last block overlaps the one before
 /// it instead of leaving a tail to check byte by byte: on build-log
 /// lines, mostly under 100 bytes long, that tail was most of the cost.
 /// On `benches/output.sh`'s text this takes a third of the time that
