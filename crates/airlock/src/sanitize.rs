@@ -56,32 +56,29 @@ pub fn push_for_terminal(line: &[u8], keep_colour: bool, out: &mut Vec<u8>) {
 ///
 /// In blocks of 32 bytes (of 16 for a line of 16 to 31 bytes; a shorter
 /// one byte by byte), each checked whole in a loop the compiler
-/// vectorises. The last block overlaps the one before
-/// it instead of leaving a tail to check byte by byte: on build-log
-/// lines, mostly under 100 bytes long, that tail was most of the cost.
-/// On `benches/output.sh`'s text this takes a third of the time that
-/// 32-byte chunks with a byte-wise tail took.
+/// vectorises. The last block overlaps the one before it instead of
+/// leaving a tail to check byte by byte: on build-log lines, mostly under
+/// 100 bytes long, that tail was most of the cost. On
+/// `benches/output.sh`'s text this takes a third of the time that 32-byte
+/// chunks with a byte-wise tail took.
 fn plain_ascii(bytes: &[u8]) -> bool {
-    if bytes.len() < 32 {
-        return plain_ascii_short(bytes);
+    match bytes.len() {
+        32.. => in_blocks::<32>(bytes),
+        16.. => in_blocks::<16>(bytes),
+        _ => bytes.iter().fold(true, |acc, &b| acc & printable(b)),
     }
-    let tail = bytes.len() - 32;
-    bytes
-        .chunks_exact(32)
-        .all(|block| all_printable::<32>(block.try_into().expect("32 bytes")))
-        && all_printable::<32>(bytes[tail..].try_into().expect("the last 32 bytes"))
 }
 
-/// [`plain_ascii`] of a line shorter than 32 bytes.
-fn plain_ascii_short(bytes: &[u8]) -> bool {
-    if bytes.len() < 16 {
-        return bytes.iter().fold(true, |acc, &b| acc & printable(b));
-    }
-    let tail = bytes.len() - 16;
+/// [`plain_ascii`] of a line of at least `N` bytes. Not inlined: one copy
+/// per block size keeps each loop tight (inlined into `plain_ascii`, the
+/// check took about 40% longer).
+#[inline(never)]
+fn in_blocks<const N: usize>(bytes: &[u8]) -> bool {
+    let tail = bytes.len() - N;
     bytes
-        .chunks_exact(16)
-        .all(|block| all_printable::<16>(block.try_into().expect("16 bytes")))
-        && all_printable::<16>(bytes[tail..].try_into().expect("the last 16 bytes"))
+        .chunks_exact(N)
+        .all(|block| all_printable::<N>(block.try_into().expect("N bytes")))
+        && all_printable::<N>(bytes[tail..].try_into().expect("the last N bytes"))
 }
 
 /// Whether every byte of `block` is [`printable`], in one vectorised pass.

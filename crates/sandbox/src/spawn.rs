@@ -100,8 +100,9 @@ pub enum Output<'a> {
     /// the buffer they were read into (as many as its capacity holds, which
     /// is at least [`READ_CHUNK`]). The callback may take the buffer,
     /// leaving another in its place (taking it saves a copy): the next
-    /// bytes are read into whatever buffer is there, emptied first. Output before redaction may
-    /// hold a secret, hence a buffer zeroed when dropped.
+    /// bytes are read into whatever buffer is there, emptied first. Output
+    /// before redaction may hold a secret, hence a buffer zeroed when
+    /// dropped.
     Data(&'a mut Zeroizing<Vec<u8>>),
     /// Nothing arrived for [`IDLE_TICK`].
     Idle,

@@ -58,8 +58,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// A size for people to read, in the largest binary unit it reaches:
 /// `3355443` -> `3.2 MiB`, `2147483648` -> `2 GiB`, `900` -> `900 bytes`.
-/// A whole number of the unit has no decimals, so a size from
-/// [`parse_size`] (`512MiB`) reads back as given.
+/// A whole number of the unit has no decimals, so a size given to
+/// [`parse_size`] as `512MiB` prints as `512 MiB`, which it reads back.
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
     for (unit, shift) in UNITS {
